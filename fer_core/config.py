@@ -1,0 +1,238 @@
+"""One typed settings object: embedded defaults < TOML file < FER_* environment < --set overrides.
+
+Every module takes its settings from here; nothing else reads the environment for configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "FER_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSettings(_Section):
+    fer2013: str = ""  # FER2013 CSV (.csv/.csv.gz) or image-folder root; local path or gs://
+    expw: str = ""  # ExpW root holding label/label.lst and origin/; local path or gs://
+    limit: int = 0  # at most this many faces per source (0 = all), for quick runs
+    min_confidence: float | None = None  # ExpW box confidence floor; None keeps all (as the seed)
+    margin: float = 0.10  # ExpW crop margin around the box, as a fraction of the box size
+    max_reject_ratio: float = 0.05  # fail the build only past this share of rejected inputs
+    workers: int = 0  # decode threads for ExpW; 0 = number of cores
+    output: str = ""  # where dataset versions go; empty = <home>/datasets
+
+
+class BalanceSettings(_Section):
+    # Fraction of each class to DROP before splitting (the seed: 70% of happy and neutral, 25% of sad).
+    undersample: dict[str, float] = Field(default_factory=lambda: {"happy": 0.70, "neutral": 0.70, "sad": 0.25})
+    smote: bool = True
+    smote_k: int = 5
+
+
+class SplitSettings(_Section):
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 42
+    # FER2013 usages kept out of undersampling and splitting, each as its own fixed test set.
+    fixed_test_usages: list[str] = Field(default_factory=lambda: ["PublicTest", "PrivateTest"])
+
+
+class AugmentSettings(_Section):
+    enabled: bool = True
+    rotation_deg: float = 20.0
+    shift: float = 0.10
+    flip: bool = True
+    brightness: tuple[float, float] = (0.8, 1.2)
+    zoom: float = 0.10
+
+
+class TrainSettings(_Section):
+    model: Literal["compact", "mobilenetv2", "vgg16", "resnet50"] = "compact"
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    fine_tune_epochs: int = 0  # transfer models: epochs after unfreezing the base (0 = epochs // 2)
+    fine_tune_learning_rate: float = 1e-5
+    input_size: int = 96  # transfer models only: faces are resized to this inside the model
+    weights: str | None = "imagenet"  # transfer models: "imagenet" or None
+    width: int = 28  # compact model: channels of the first block (28: ~3,100 faces/s on 2 cores)
+    dropout: float = 0.3
+    label_smoothing: float = 0.1
+    class_weights: bool = False
+    early_stopping_patience: int = 8
+    reduce_lr_patience: int = 3
+    seed: int = 42
+    threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's default
+
+
+class MlflowSettings(_Section):
+    tracking_uri: str = ""  # empty = sqlite:///<home>/mlflow/mlflow.db
+    artifact_root: str = ""  # empty = <home>/mlflow/artifacts
+    experiment: str = "fer"
+
+
+class RegistrySettings(_Section):
+    model_name: str = "fer-emotion"
+    champion_alias: str = "champion"
+    challenger_alias: str = "challenger"
+
+
+class GateSettings(_Section):
+    min_accuracy_gain: float = 0.0  # candidate accuracy must be >= champion + this margin
+    macro_f1_tolerance: float = 0.0  # candidate macro-F1 may not be lower than champion - this
+    min_class_recall: float = 0.10  # no class recall below this floor
+    min_accuracy: float = 0.0  # absolute floor, applies also when there is no champion
+    max_latency_ms: float = 5.0  # single-face latency budget
+    benchmarks: list[str] = Field(default_factory=lambda: ["test", "fer2013_publictest"])
+
+
+class WandbSettings(_Section):
+    enabled: bool = False
+    project: str = "fer"
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    dir: str = ""  # empty = <home>/wandb
+
+
+class PipelineSettings(_Section):
+    cron: str = "0 3 * * 1"  # weekly, Monday 03:00
+    timezone: str = "UTC"
+    deployment_name: str = "fer-retrain-weekly"
+    retries: int = 3
+    retry_delay_s: float = 2.0
+    extra_eval: dict[str, str] = Field(default_factory=dict)  # name -> path of extra evaluation sets
+
+
+class ServeSettings(_Section):
+    http: str = ""  # HOST:PORT; empty = no HTTP server
+    token: str = ""  # required beyond loopback for everything but /metrics and /healthz (env FER_HTTP_TOKEN)
+    poll_s: float = 30.0  # how often the champion alias is checked
+    detect_width: int = 320  # frames are downscaled to this width for Haar detection
+    track_every: int = 1  # run Haar every N frames (1 = every frame)
+    timeline_upload: str = ""  # gs:// prefix to upload timelines to
+
+
+class Settings(_Section):
+    home: str = Field(default_factory=lambda: str(Path.home() / ".fer"))
+    data: DataSettings = Field(default_factory=DataSettings)
+    balance: BalanceSettings = Field(default_factory=BalanceSettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    wandb: WandbSettings = Field(default_factory=WandbSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+
+    # Derived locations of the embedded defaults.
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).expanduser()
+
+    @property
+    def datasets_root(self) -> str:
+        return self.data.output or str(self.home_path / "datasets")
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.home_path / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.mlflow.artifact_root or (self.home_path / "mlflow" / "artifacts").as_uri()
+
+    def section_hash(self, *sections: str) -> str:
+        """A short content hash of the named sections, for cache keys and version tags."""
+        payload = {name: getattr(self, name).model_dump(mode="json") for name in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def flat(self) -> dict[str, Any]:
+        """Flattened `section.key` -> value, for logging as MLflow params."""
+        out: dict[str, Any] = {"home": self.home}
+        for name, section in self.model_dump(mode="json").items():
+            if isinstance(section, dict):
+                for key, value in section.items():
+                    out[f"{name}.{key}"] = value
+        return out
+
+
+class ConfigError(ValueError):
+    """A configuration file, variable or override that cannot be used."""
+
+
+def _parse_value(text: str) -> Any:
+    """Read an override value as TOML (numbers, booleans, lists, quoted strings), else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = [k for k in dotted.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"empty setting name in {dotted!r}")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted!r}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def load_settings(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build the settings: defaults, then the TOML file, then FER_A__B variables, then `a.b=v` overrides."""
+    env = os.environ if environ is None else environ
+    tree: dict[str, Any] = {}
+    config_path = path or env.get("FER_CONFIG")
+    if config_path:
+        p = Path(config_path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            tree = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name in ("FER_CONFIG",):
+            continue
+        if name == "FER_HTTP_TOKEN":
+            _set_path(tree, "serve.token", raw)
+            continue
+        dotted = name[len(ENV_PREFIX):].lower().replace("__", ".")
+        if dotted.split(".")[0] not in Settings.model_fields:
+            continue  # FER_* variables of other tools are not ours to reject
+        _set_path(tree, dotted, _parse_value(raw))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        _set_path(tree, key, _parse_value(value))
+    try:
+        return Settings.model_validate(_merge({}, tree))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc

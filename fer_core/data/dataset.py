@@ -1,0 +1,244 @@
+"""Versioned datasets: ingest -> merge -> undersample -> split -> SMOTE, written as one artifact.
+
+The version is a hash of the raw inputs' fingerprints and the build settings, so building the same
+inputs with the same settings again finds the existing version and reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fer_core import balance, storage
+from fer_core.config import Settings
+from fer_core.data import expw, fer2013
+from fer_core.data.table import FaceTable, Rejects, check_reject_ratio
+from fer_core.labels import EMOTIONS
+
+log = logging.getLogger(__name__)
+
+ARRAYS = "faces.npz"
+MANIFEST = "manifest.csv"
+STATS = "stats.json"  # written last: its presence marks a complete version
+REJECTS = "rejects.csv"
+PLOT_STAGES = ("raw_fer2013", "raw_expw", "merged", "undersampled", "smote")
+
+
+@dataclass
+class Dataset:
+    """A built dataset: named splits of (faces, labels) plus its stats."""
+
+    version: str
+    path: str
+    stats: dict[str, Any]
+    splits: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def test_sets(self) -> list[str]:
+        return [name for name in self.splits if name == "test" or name.startswith("fer2013_")]
+
+    def summary(self) -> dict[str, Any]:
+        return {"version": self.version, "path": self.path, "counts": self.stats["counts"],
+                "rejects": self.stats["rejects"], "fingerprint": self.stats["fingerprint"],
+                "reused": self.stats.get("reused", False)}
+
+
+def fingerprint_source(path: str) -> str:
+    """A cheap content fingerprint of a raw source: file hash, or the listing of a folder."""
+    if not path:
+        return ""
+    if not storage.exists(path):
+        raise storage.StorageError(f"input not found: {path}")
+    if path.lower().endswith((".csv", ".gz")):
+        return storage.fingerprint_file(path)
+    h = hashlib.sha256()
+    for rel, size, marker in storage.list_files(path):
+        if rel.endswith(expw.LABEL_FILE):
+            h.update(storage.fingerprint_file(storage.join(path, rel)).encode())
+        # Local listings carry mtimes, which say nothing about content: use name and size there.
+        h.update(f"{rel}\t{size}\t{marker if storage.is_gcs(path) else ''}\n".encode())
+    return f"listing:{h.hexdigest()}"
+
+
+def build_key(settings: Settings) -> dict[str, Any]:
+    data = settings.data.model_dump(mode="json")
+    for transient in ("output", "workers", "fer2013", "expw"):
+        data.pop(transient)
+    return {"data": data, "balance": settings.balance.model_dump(mode="json"),
+            "split": settings.split.model_dump(mode="json")}
+
+
+def compute_version(settings: Settings) -> tuple[str, dict[str, str]]:
+    fingerprints = {"fer2013": fingerprint_source(settings.data.fer2013), "expw": fingerprint_source(settings.data.expw)}
+    if not any(fingerprints.values()):
+        raise ValueError("no input data: set data.fer2013 and/or data.expw")
+    payload = json.dumps({"inputs": fingerprints, "settings": build_key(settings)}, sort_keys=True)
+    return "ds-" + hashlib.sha256(payload.encode()).hexdigest()[:12], fingerprints
+
+
+def class_counts(labels: np.ndarray) -> dict[str, int]:
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(EMOTIONS))
+    return {name: int(n) for name, n in zip(EMOTIONS, counts, strict=True)}
+
+
+def _plot_distribution(counts: dict[str, int], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    bars = ax.bar(list(counts), list(counts.values()), color="#4C72B0")
+    ax.bar_label(bars, fontsize=8)
+    ax.set_title(title)
+    ax.set_ylabel("faces")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _manifest(named: dict[str, FaceTable]) -> pd.DataFrame:
+    frames = []
+    for split_name, table in named.items():
+        meta = table.meta.copy()
+        meta["split"] = split_name
+        if "synthetic" not in meta.columns:
+            meta["synthetic"] = False
+        frames.append(meta)
+    manifest = pd.concat(frames, ignore_index=True)
+    manifest["emotion"] = [EMOTIONS[i] for i in manifest["label"].astype(int)]
+    cols = ["image", "source", "face_id", "label", "emotion", "usage", "confidence", "split", "synthetic"]
+    return manifest[cols]
+
+
+def _write_version(target: str, files: dict[str, bytes]) -> None:
+    """Write all files so that a reader sees either no version or a complete one."""
+    if storage.is_gcs(target):
+        for name in sorted(files, key=lambda n: n == STATS):  # stats.json last
+            storage.write_bytes(storage.join(target, name), files[name])
+        return
+    final = Path(target)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        for name, data in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
+        if final.exists():  # a half-written leftover without stats.json
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _read_sources(settings: Settings) -> tuple[dict[str, FaceTable], Rejects]:
+    d = settings.data
+    tables: dict[str, FaceTable] = {}
+    rejects = Rejects()
+    if d.fer2013:
+        t, r = fer2013.read(d.fer2013, limit=d.limit)
+        check_reject_ratio(r, len(t), d.max_reject_ratio, f"FER2013 {d.fer2013}")
+        tables["fer2013"], _ = t, rejects.extend(r)
+    if d.expw:
+        t, r = expw.read(d.expw, limit=d.limit, margin=d.margin, min_confidence=d.min_confidence, workers=d.workers)
+        check_reject_ratio(r, len(t), d.max_reject_ratio, f"ExpW {d.expw}")
+        tables["expw"], _ = t, rejects.extend(r)
+    return tables, rejects
+
+
+def build(settings: Settings, force: bool = False) -> Dataset:
+    """Build (or reuse) the dataset version for these inputs and settings."""
+    started = time.time()
+    version, fingerprints = compute_version(settings)
+    target = storage.join(settings.datasets_root, version)
+    if not force and storage.exists(storage.join(target, STATS)):
+        log.info("dataset %s already built at %s: reusing it", version, target)
+        ds = load(target)
+        ds.stats["reused"] = True
+        return ds
+
+    tables, rejects = _read_sources(settings)
+    s = settings.split
+    merged = FaceTable.concat(list(tables.values()))
+    counts: dict[str, dict[str, int]] = {f"raw_{name}": class_counts(t.labels) for name, t in tables.items()}
+    for name in ("raw_fer2013", "raw_expw"):
+        counts.setdefault(name, class_counts(np.zeros(0, np.int64)))
+    counts["merged"] = class_counts(merged.labels)
+
+    fixed = merged.meta["usage"].isin(s.fixed_test_usages).to_numpy() & (merged.meta["source"] == "fer2013").to_numpy()
+    holdouts = {f"fer2013_{u.lower()}": merged.where(fixed & (merged.meta["usage"] == u).to_numpy())
+                for u in s.fixed_test_usages}
+    holdouts = {k: v for k, v in holdouts.items() if len(v)}
+    pool = merged.where(~fixed)
+    undersampled = balance.undersample(pool, settings.balance.undersample, seed=s.seed)
+    counts["undersampled"] = class_counts(undersampled.labels)
+    parts = balance.split(undersampled, s.val, s.test, seed=s.seed)
+    for name, part in parts.items():
+        counts[name] = class_counts(part.labels)
+    train = balance.smote(parts["train"], settings.balance.smote_k, s.seed) if settings.balance.smote else parts["train"]
+    counts["smote"] = class_counts(train.labels)
+    for name, part in holdouts.items():
+        counts[name] = class_counts(part.labels)
+
+    named = {"train": train, "val": parts["val"], "test": parts["test"], **holdouts}
+    arrays: dict[str, np.ndarray] = {}
+    for name, table in named.items():
+        arrays[f"x_{name}"], arrays[f"y_{name}"] = table.pixels, table.labels.astype(np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    stats = {
+        "version": version, "fingerprint": fingerprints, "settings": build_key(settings),
+        "sources": {"fer2013": settings.data.fer2013, "expw": settings.data.expw},
+        "counts": counts, "rejects": rejects.counts(), "n_rejects": len(rejects),
+        "splits": list(named), "build_seconds": round(time.time() - started, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    files = {ARRAYS: buf.getvalue(),
+             MANIFEST: _manifest(named).to_csv(index=False).encode(),
+             REJECTS: rejects.frame().to_csv(index=False).encode(),
+             STATS: json.dumps(stats, indent=2).encode()}
+    for stage in PLOT_STAGES:
+        if sum(counts[stage].values()):
+            files[f"plots/distribution_{stage}.png"] = _plot_distribution(counts[stage], f"{stage} ({version})")
+    _write_version(target, files)
+    log.info("dataset %s written to %s in %.1fs", version, target, time.time() - started)
+    return Dataset(version, target, {**stats, "reused": False},
+                   {name: (arrays[f"x_{name}"], arrays[f"y_{name}"].astype(np.int64)) for name in named})
+
+
+def resolve(version_or_path: str, settings: Settings | None = None) -> str:
+    """A dataset location from a version name (under the datasets root) or a path."""
+    if storage.exists(storage.join(version_or_path, STATS)):
+        return version_or_path
+    if settings is not None:
+        candidate = storage.join(settings.datasets_root, version_or_path)
+        if storage.exists(storage.join(candidate, STATS)):
+            return candidate
+    raise storage.StorageError(f"no dataset version {version_or_path!r} (looked for {STATS})")
+
+
+def load_stats(version_or_path: str, settings: Settings | None = None) -> dict[str, Any]:
+    return json.loads(storage.read_text(storage.join(resolve(version_or_path, settings), STATS)))
+
+
+def load(version_or_path: str, settings: Settings | None = None) -> Dataset:
+    path = resolve(version_or_path, settings)
+    stats = json.loads(storage.read_text(storage.join(path, STATS)))
+    with np.load(io.BytesIO(storage.read_bytes(storage.join(path, ARRAYS)))) as npz:
+        splits = {name: (npz[f"x_{name}"], npz[f"y_{name}"].astype(np.int64)) for name in stats["splits"]}
+    return Dataset(stats["version"], path, stats, splits)

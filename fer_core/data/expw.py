@@ -1,0 +1,146 @@
+"""ExpW reader: `label/label.lst` + `origin/`; crop each box with a margin, gray, 48x48 (INTER_AREA).
+
+Images are decoded on a bounded thread pool (OpenCV releases the GIL) and only the 48x48 crops are
+kept, so memory stays flat however many images there are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from fer_core import storage
+from fer_core.data.table import FACE, FaceTable, Rejects
+from fer_core.labels import NUM_CLASSES
+
+LABEL_FILE = "label/label.lst"
+IMAGES = "origin"
+
+
+@dataclass(frozen=True)
+class Box:
+    image: str
+    face_id: int
+    top: int
+    left: int
+    right: int
+    bottom: int
+    confidence: float
+    label: int
+    line: int
+
+
+def parse_label_file(text: str, where: str = LABEL_FILE) -> tuple[list[Box], Rejects]:
+    """Parse label.lst; malformed lines and labels outside 0-6 are rejected with their line number."""
+    boxes, rejects = [], Rejects()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 8:
+            rejects.add("expw", f"{where}:{number}", "malformed_line", f"{len(parts)} fields, expected 8: {line}")
+            continue
+        try:
+            face_id, top, left, right, bottom = (int(float(v)) for v in parts[1:6])
+            confidence, label_f = float(parts[6]), float(parts[7])
+        except ValueError:
+            rejects.add("expw", f"{where}:{number}", "malformed_line", f"non-numeric field: {line}")
+            continue
+        if label_f % 1 or not 0 <= label_f < NUM_CLASSES:
+            rejects.add("expw", f"{parts[0]}#{face_id}", "bad_label", f"label={parts[7]!r} (line {number})")
+            continue
+        boxes.append(Box(parts[0], face_id, top, left, right, bottom, confidence, int(label_f), number))
+    return boxes, rejects
+
+
+def crop_face(gray: np.ndarray, box: Box, margin: float) -> np.ndarray | None:
+    """Crop the box grown by `margin` on each side, clipped to the image; None when nothing is left."""
+    h, w = gray.shape[:2]
+    bw, bh = box.right - box.left, box.bottom - box.top
+    if bw <= 0 or bh <= 0:
+        return None
+    mx, my = int(round(bw * margin)), int(round(bh * margin))
+    x0, y0 = max(0, box.left - mx), max(0, box.top - my)
+    x1, y1 = min(w, box.right + mx), min(h, box.bottom + my)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return cv2.resize(gray[y0:y1, x0:x1], (FACE, FACE), interpolation=cv2.INTER_AREA)
+
+
+def _load_image(root: str, name: str) -> tuple[np.ndarray | None, str]:
+    path = storage.join(root, IMAGES, name)
+    try:
+        if storage.is_gcs(path):
+            data = np.frombuffer(storage.read_bytes(path), np.uint8)
+            img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+        else:
+            if not os.path.exists(path):
+                return None, "missing_image"
+            img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    except storage.StorageError:
+        return None, "missing_image"
+    if img is None or img.size == 0:
+        return None, "unreadable_image"
+    return img, ""
+
+
+def _crop_image(root: str, name: str, boxes: list[Box], margin: float) -> list[tuple[Box, np.ndarray | None, str]]:
+    img, reason = _load_image(root, name)
+    if img is None:
+        return [(b, None, reason) for b in boxes]
+    out = []
+    for b in boxes:
+        face = crop_face(img, b, margin)
+        out.append((b, face, "" if face is not None else "empty_box"))
+    return out
+
+
+def iter_faces(root: str, boxes: list[Box], margin: float, workers: int = 0,
+               ) -> Iterator[tuple[Box, np.ndarray | None, str]]:
+    """Stream (box, face or None, reject reason) per box, decoding each image once, in parallel."""
+    by_image: dict[str, list[Box]] = defaultdict(list)
+    for b in boxes:
+        by_image[b.image].append(b)
+    names = list(by_image)
+    workers = workers or os.cpu_count() or 2
+    window = workers * 8  # bounded in-flight work: only this many images are ever decoded at once
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = []
+        for name in names:
+            pending.append(pool.submit(_crop_image, root, name, by_image[name], margin))
+            if len(pending) >= window:
+                yield from pending.pop(0).result()
+        for fut in pending:
+            yield from fut.result()
+
+
+def read(root: str, limit: int = 0, margin: float = 0.10, min_confidence: float | None = None,
+         workers: int = 0) -> tuple[FaceTable, Rejects]:
+    """Read an ExpW root into a face table; faces that cannot be used are skipped and reported."""
+    label_path = storage.join(root, LABEL_FILE)
+    if not storage.exists(label_path):
+        raise storage.StorageError(f"ExpW label file not found: {label_path}")
+    boxes, rejects = parse_label_file(storage.read_text(label_path), label_path)
+    if min_confidence is not None:
+        boxes = [b for b in boxes if b.confidence >= min_confidence]
+    if limit:
+        boxes = boxes[:limit]
+    faces = np.zeros((len(boxes), FACE, FACE), np.uint8)
+    rows = []
+    for box, face, reason in iter_faces(root, boxes, margin, workers):
+        if face is None:
+            rejects.add("expw", f"{box.image}#{box.face_id}", reason, f"label.lst line {box.line}")
+            continue
+        faces[len(rows)] = face
+        rows.append({"image": f"expw/{box.image}#{box.face_id}", "source": "expw", "face_id": box.face_id,
+                     "label": box.label, "usage": "", "confidence": box.confidence, "group": box.image})
+    meta = pd.DataFrame(rows, columns=["image", "source", "face_id", "label", "usage", "confidence", "group"])
+    return FaceTable(meta, faces[: len(rows)]), rejects

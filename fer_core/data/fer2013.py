@@ -1,0 +1,149 @@
+"""FER2013 reader: the Kaggle CSV (`emotion,pixels,Usage`, plain or gzip) and the `<split>/<emotion>/*` folders."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import warnings
+from pathlib import PurePosixPath
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from fer_core import storage
+from fer_core.data.table import FACE, FaceTable, Rejects
+from fer_core.labels import NUM_CLASSES, label_index
+
+USAGES = ("Training", "PublicTest", "PrivateTest")
+_PIXELS = FACE * FACE
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def image_name(usage: str, row: int) -> str:
+    """The stable name of a CSV row: it is how manifests and rejects refer to the face."""
+    return f"fer2013/{usage}/{row:05d}.png"
+
+
+def _parse_rows(pixel_strings: list[str]) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Parse pixel strings; fast path for a clean chunk, per-row fallback to name the bad ones."""
+    n = len(pixel_strings)
+    out = np.zeros((n, _PIXELS), np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flat = np.fromstring(" ".join(pixel_strings), dtype=np.int64, sep=" ") if n else np.zeros(0)
+    if flat.size == n * _PIXELS and flat.size and flat.min() >= 0 and flat.max() <= 255:
+        out[:] = flat.reshape(n, _PIXELS)
+        return out, []
+    bad: list[tuple[int, str]] = []
+    for i, text in enumerate(pixel_strings):
+        try:
+            values = np.array(str(text).split(), dtype=np.int64)
+        except ValueError:
+            bad.append((i, "pixels are not integers"))
+            continue
+        if values.size != _PIXELS:
+            bad.append((i, f"{values.size} pixels, expected {_PIXELS}"))
+        elif values.min() < 0 or values.max() > 255:
+            bad.append((i, f"pixel values outside 0-255 ({values.min()}..{values.max()})"))
+        else:
+            out[i] = values
+    return out, bad
+
+
+def read_csv(path: str, limit: int = 0, chunk_rows: int = 2048) -> tuple[FaceTable, Rejects]:
+    """Read a FER2013 CSV into a face table; bad rows are skipped and reported."""
+    raw = storage.read_bytes(path)
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    try:
+        frame = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a FER2013 CSV: {exc}") from exc
+    del raw
+    missing = {"emotion", "pixels"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: not a FER2013 CSV: missing column(s) {sorted(missing)}")
+    if "Usage" not in frame.columns:
+        frame["Usage"] = "Training"
+    rejects = Rejects()
+    where = lambda i: f"{path}:row {i + 2}"  # noqa: E731 - header is line 1
+    labels = pd.to_numeric(frame["emotion"], errors="coerce")
+    keep = np.ones(len(frame), bool)
+    for i in np.flatnonzero(~labels.between(0, NUM_CLASSES - 1) | (labels % 1 != 0)):
+        rejects.add("fer2013", where(i), "bad_label", f"emotion={frame['emotion'].iat[i]!r}")
+        keep[i] = False
+    for i in np.flatnonzero(keep & ~frame["Usage"].isin(USAGES).to_numpy()):
+        rejects.add("fer2013", where(i), "bad_usage", f"Usage={frame['Usage'].iat[i]!r}")
+        keep[i] = False
+    rows = np.flatnonzero(keep)
+    if limit:
+        rows = rows[:limit]
+    pixel_strings = frame["pixels"].to_numpy()
+    pixels = np.zeros((len(rows), _PIXELS), np.uint8)
+    good = np.ones(len(rows), bool)
+    for start in range(0, len(rows), chunk_rows):
+        part = rows[start:start + chunk_rows]
+        parsed, bad = _parse_rows([pixel_strings[i] for i in part])
+        pixels[start:start + len(part)] = parsed
+        for j, reason in bad:
+            rejects.add("fer2013", where(part[j]), "bad_pixels", reason)
+            good[start + j] = False
+    rows, pixels = rows[good], pixels[good]
+    usage = frame["Usage"].to_numpy()[rows]
+    meta = pd.DataFrame({
+        "image": [image_name(u, int(i)) for u, i in zip(usage, rows, strict=True)],
+        "source": "fer2013",
+        "face_id": 0,
+        "label": labels.to_numpy()[rows].astype(np.int64),
+        "usage": usage,
+        "confidence": np.nan,
+    })
+    return FaceTable(meta, pixels.reshape(-1, FACE, FACE)), rejects
+
+
+def _decode_face(data: bytes) -> np.ndarray | None:
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if img is None or img.size == 0:
+        return None
+    if img.shape != (FACE, FACE):
+        img = cv2.resize(img, (FACE, FACE), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def read_folder(root: str, limit: int = 0) -> tuple[FaceTable, Rejects]:
+    """Read `<split>/<emotion>/*.png|jpg` (or `<emotion>/*` with no split level)."""
+    rejects = Rejects()
+    faces, rows = [], []
+    for rel, _size, _ in storage.list_files(root):
+        parts = PurePosixPath(rel).parts
+        if PurePosixPath(rel).suffix.lower() not in IMAGE_SUFFIXES or len(parts) < 2:
+            continue
+        try:
+            label = label_index(parts[-2])
+        except ValueError:
+            rejects.add("fer2013", rel, "bad_label", f"folder {parts[-2]!r}")
+            continue
+        usage = {"train": "Training", "training": "Training", "test": "PublicTest", "publictest": "PublicTest",
+                 "privatetest": "PrivateTest", "val": "PublicTest"}.get(parts[0].lower(), "Training") \
+            if len(parts) >= 3 else "Training"
+        face = _decode_face(storage.read_bytes(storage.join(root, rel)))
+        if face is None:
+            rejects.add("fer2013", rel, "unreadable_image", "cannot decode")
+            continue
+        faces.append(face)
+        rows.append({"image": f"fer2013/{rel}", "source": "fer2013", "face_id": 0, "label": label,
+                     "usage": usage, "confidence": np.nan})
+        if limit and len(rows) >= limit:
+            break
+    if not rows:
+        return FaceTable.empty(), rejects
+    return FaceTable(pd.DataFrame(rows), np.stack(faces)), rejects
+
+
+def read(path: str, limit: int = 0) -> tuple[FaceTable, Rejects]:
+    """Read FER2013 from a CSV file or an image folder, whichever `path` is."""
+    lowered = path.lower()
+    if lowered.endswith((".csv", ".csv.gz", ".gz")):
+        return read_csv(path, limit)
+    return read_folder(path, limit)

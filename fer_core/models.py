@@ -1,0 +1,118 @@
+"""The model zoo. Every model takes 48x48 uint8 gray faces and owns its preprocessing.
+
+`compact` is our own residual depthwise-separable CNN, sized for the realtime worker on 2 CPU cores.
+The transfer models wrap Keras applications: resize inside the model, stack the gray channel to RGB,
+apply the family's own input scaling, then the (optionally pre-trained) base and a small head.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers  # noqa: E402
+
+from fer_core.data.table import FACE  # noqa: E402
+from fer_core.labels import NUM_CLASSES  # noqa: E402
+
+ZOO = ("compact", "mobilenetv2", "vgg16", "resnet50")
+
+
+def _face_input(mean: float, std: float) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """uint8 (48, 48) faces in; float (48, 48, 1) standardised with the training set's statistics out."""
+    inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
+    x = layers.Reshape((FACE, FACE, 1), name="add_channel")(inputs)
+    x = layers.Normalization(mean=mean, variance=std**2, name="standardise")(x)
+    return inputs, x
+
+
+def _sep_block(x, filters: int, name: str):
+    """Xception-style residual block: two separable convs, max-pool down, strided 1x1 shortcut."""
+    shortcut = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False, name=f"{name}_short")(x)
+    shortcut = layers.BatchNormalization(name=f"{name}_short_bn")(shortcut)
+    x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_sep1")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn1")(x)
+    x = layers.ReLU(name=f"{name}_relu1")(x)
+    x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_sep2")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn2")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"{name}_pool")(x)
+    return layers.Add(name=f"{name}_add")([x, shortcut])
+
+
+def build_compact(width: int = 28, dropout: float = 0.3, mean: float = 128.0, std: float = 64.0) -> keras.Model:
+    inputs, x = _face_input(mean, std)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv1")(x)
+    x = layers.BatchNormalization(name="stem_bn1")(x)
+    x = layers.ReLU(name="stem_relu1")(x)
+    for i, mult in enumerate((1, 2, 4, 8)):  # 48 -> 24 -> 12 -> 6 -> 3
+        x = _sep_block(x, width * mult, f"block{i + 1}")
+    x = layers.ReLU(name="head_relu")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="emotion")(x)
+    return keras.Model(inputs, outputs, name="compact")
+
+
+_APPS = {
+    # name: (constructor, scale, offset, channel means to subtract after scaling or None)
+    "mobilenetv2": ("MobileNetV2", 1 / 127.5, -1.0, None),
+    "vgg16": ("VGG16", 1.0, 0.0, (103.939, 116.779, 123.68)),
+    "resnet50": ("ResNet50", 1.0, 0.0, (103.939, 116.779, 123.68)),
+}
+
+
+def build_transfer(name: str, input_size: int = 96, weights: str | None = "imagenet",
+                   dropout: float = 0.3) -> keras.Model:
+    """A Keras application behind our own input pipeline; the base starts frozen."""
+    ctor_name, scale, offset, means = _APPS[name]
+    inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
+    x = layers.Reshape((FACE, FACE, 1), name="add_channel")(inputs)
+    x = layers.Resizing(input_size, input_size, interpolation="bilinear", name="resize")(x)
+    x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    x = layers.Rescaling(scale, offset, name="scale")(x)
+    if means is not None:  # caffe-style: BGR mean subtraction (gray input: channel order is moot)
+        x = layers.Normalization(mean=list(means), variance=[1.0, 1.0, 1.0], name="caffe_means")(x)
+    base = getattr(keras.applications, ctor_name)(
+        include_top=False, weights=weights, input_shape=(input_size, input_size, 3))
+    base.name = "base"
+    base.trainable = False
+    x = base(x, training=False)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="emotion")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build(name: str, *, width: int = 28, dropout: float = 0.3, input_size: int = 96,
+          weights: str | None = "imagenet", mean: float = 128.0, std: float = 64.0) -> keras.Model:
+    """Build a zoo model by name."""
+    if name == "compact":
+        return build_compact(width=width, dropout=dropout, mean=mean, std=std)
+    if name in _APPS:
+        return build_transfer(name, input_size=input_size, weights=weights or None, dropout=dropout)
+    raise ValueError(f"unknown model {name!r}; the zoo has {', '.join(ZOO)}")
+
+
+def is_transfer(model: keras.Model) -> bool:
+    return any(layer.name == "base" for layer in model.layers)
+
+
+def set_base_trainable(model: keras.Model, trainable: bool) -> None:
+    """Freeze or unfreeze a transfer model's base (BatchNorm stays in inference mode either way)."""
+    for layer in model.layers:
+        if layer.name == "base":
+            layer.trainable = trainable
+
+
+def load(path: str) -> keras.Model:
+    """Load a saved `.keras` model with safe_mode=True (no arbitrary code)."""
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def face_stats(faces: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of training faces, baked into the model's standardisation."""
+    sample = faces[:: max(1, len(faces) // 20000)].astype(np.float32)
+    return float(sample.mean()), float(sample.std() or 1.0)

@@ -1,0 +1,154 @@
+"""Training: a tf.data pipeline, the zoo model, callbacks, checkpoints and resume.
+
+Transfer models train in two phases as the seed did: base frozen, then unfrozen at a low rate.
+A run interrupted mid-way resumes from its last epoch when started again with the same run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fer_core import models
+from fer_core.augment import build_augmenter
+from fer_core.config import Settings
+from fer_core.labels import NUM_CLASSES
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    model_path: Path
+    history: dict[str, list[float]]
+    seconds: float
+    epochs_run: int
+    images_per_second: float
+    params: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bool, augmenter=None,
+                 seed: int = 42) -> tf.data.Dataset:
+    """uint8 faces and int labels -> batches of (faces, one-hot labels); augmentation on training batches."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    if training:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+
+    def to_model(xb, yb):
+        return xb, tf.one_hot(yb, NUM_CLASSES)
+
+    ds = ds.map(to_model, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augmenter is not None and len(augmenter.layers):
+        def augment(xb, yb):
+            faces = tf.cast(xb, tf.float32)[..., None]
+            faces = augmenter(faces, training=True)
+            return tf.cast(tf.clip_by_value(tf.round(faces[..., 0]), 0, 255), tf.uint8), yb
+
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def class_weights(y: np.ndarray) -> dict[int, float]:
+    counts = np.bincount(y, minlength=NUM_CLASSES).astype(float)
+    present = counts > 0
+    weights = np.zeros(NUM_CLASSES)
+    weights[present] = counts[present].sum() / (present.sum() * counts[present])
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def _compile(model: keras.Model, learning_rate: float, label_smoothing: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="categorical_accuracy")],
+    )
+
+
+class _Progress(keras.callbacks.Callback):
+    """Records epoch timings and writes a small progress file beside the checkpoints."""
+
+    def __init__(self, path: Path, phase: str):
+        super().__init__()
+        self.path, self.phase, self.t0 = path, phase, time.time()
+        self.epoch_seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(time.time() - self.t0)
+        state = {"phase": self.phase, "epoch": epoch + 1, "seconds": round(self.epoch_seconds[-1], 1),
+                 **{k: float(v) for k, v in (logs or {}).items()}}
+        self.path.write_text(json.dumps(state))
+        log.info("epoch %d (%s): %s", epoch + 1, self.phase, state)
+
+
+def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], run_dir: str | Path,
+          callbacks: list[keras.callbacks.Callback] | None = None) -> TrainResult:
+    """Train the configured zoo model on `splits['train']`, validating on `splits['val']`."""
+    t = settings.train
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(t.seed)
+    if t.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(t.threads)
+    x_train, y_train = splits["train"]
+    x_val, y_val = splits["val"]
+    mean, std = models.face_stats(x_train)
+    model = models.build(t.model, width=t.width, dropout=t.dropout, input_size=t.input_size,
+                         weights=t.weights, mean=mean, std=std)
+    augmenter = build_augmenter(settings.augment, seed=t.seed) if settings.augment.enabled else None
+    train_ds = make_dataset(x_train, y_train, t.batch_size, training=True, augmenter=augmenter, seed=t.seed)
+    val_ds = make_dataset(x_val, y_val, max(t.batch_size, 256), training=False)
+    weights = class_weights(y_train) if t.class_weights else None
+
+    phases = [("train", t.epochs, t.learning_rate)]
+    if models.is_transfer(model):
+        fine = t.fine_tune_epochs or max(1, t.epochs // 2)
+        phases = [("frozen", max(1, t.epochs - fine), t.learning_rate), ("fine_tune", fine, t.fine_tune_learning_rate)]
+
+    history: dict[str, list[float]] = {}
+    seconds, epochs_run = 0.0, 0
+    for phase, epochs, lr in phases:
+        if phase == "fine_tune":
+            models.set_base_trainable(model, True)
+        _compile(model, lr, t.label_smoothing)
+        progress = _Progress(run_dir / "progress.json", phase)
+        cbs = [
+            keras.callbacks.BackupAndRestore(str(run_dir / f"backup_{phase}"), save_freq="epoch"),
+            keras.callbacks.ModelCheckpoint(str(run_dir / f"checkpoint_{phase}.keras"), save_freq="epoch"),
+            keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_categorical_accuracy",
+                                            mode="max", save_best_only=True),
+            keras.callbacks.EarlyStopping(monitor="val_categorical_accuracy", mode="max",
+                                          patience=t.early_stopping_patience, restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=t.reduce_lr_patience,
+                                              min_lr=lr / 100),
+            progress, *(callbacks or []),
+        ]
+        started = time.time()
+        hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, verbose=0,
+                         callbacks=cbs)
+        seconds += time.time() - started
+        epochs_run += len(hist.epoch)
+        for key, values in hist.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+    model_path = run_dir / MODEL_FILE
+    model.save(model_path)
+    steps = sum(len(v) for k, v in history.items() if k == "loss")
+    ips = (steps * len(x_train)) / seconds if seconds else math.nan
+    return TrainResult(model, model_path, history, seconds, epochs_run, ips, model.count_params(),
+                       {"mean": mean, "std": std})
