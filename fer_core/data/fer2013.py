@@ -29,9 +29,12 @@ def _parse_rows(pixel_strings: list[str]) -> tuple[np.ndarray, list[tuple[int, s
     """Parse pixel strings; fast path for a clean chunk, per-row fallback to name the bad ones."""
     n = len(pixel_strings)
     out = np.zeros((n, _PIXELS), np.uint8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        flat = np.fromstring(" ".join(pixel_strings), dtype=np.int64, sep=" ") if n else np.zeros(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            flat = np.fromstring(" ".join(pixel_strings), dtype=np.int64, sep=" ") if n else np.zeros(0)
+    except ValueError:  # unparsable text somewhere in the chunk: find it row by row below
+        flat = np.zeros(0)
     if flat.size == n * _PIXELS and flat.size and flat.min() >= 0 and flat.max() <= 255:
         out[:] = flat.reshape(n, _PIXELS)
         return out, []

@@ -1,0 +1,108 @@
+"""The `fer` command. The one place that sees fer_core, flows and serving; each command is a thin call.
+
+Machine-readable results go to stdout as JSON; logs and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from fer_core.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("fer")
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A failure the user can act on: printed as one line, no traceback."""
+
+
+def emit(payload: Any) -> None:
+    json.dump(payload, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None), getattr(args, "set", None))
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from fer_core.data import dataset
+
+    ds = dataset.build(_settings(args), force=args.force)
+    emit(ds.summary())
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from fer_core.data import dataset
+
+    emit(dataset.load_stats(args.version, _settings(args)))
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------------
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML settings file (also env FER_CONFIG)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one setting; repeatable")
+
+
+def build_parser(extra: list[Callable[[argparse._SubParsersAction], None]] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fer", description="Facial-expression-recognition MLOps platform.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="build and inspect versioned datasets").add_subparsers(dest="data_cmd",
+                                                                                               required=True)
+    p = data.add_parser("build", help="ingest, merge, undersample, split, SMOTE; print a JSON summary")
+    _common(p)
+    p.add_argument("--force", action="store_true", help="rebuild even if this version exists")
+    p.set_defaults(func=cmd_data_build)
+    p = data.add_parser("stats", help="print the stats JSON of a built dataset version")
+    _common(p)
+    p.add_argument("version", help="a version name (under the datasets root) or a dataset folder")
+    p.set_defaults(func=cmd_data_stats)
+
+    for add in extra or []:
+        add(sub)
+    return parser
+
+
+def _registered_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from fer_cli import commands
+
+    return commands.ALL
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(_registered_commands())
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "urllib3", "alembic", "httpx", "mlflow.store"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from fer_core.data.table import DataQualityError
+    from fer_core.storage import StorageError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, StorageError, DataQualityError, CommandError, FileNotFoundError, ValueError) as exc:
+        print(f"fer: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Evaluation: metrics on any labelled face set, the readers for every evaluation format, and speed."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fer_core import storage
+from fer_core.data import expw, fer2013
+from fer_core.data.table import FACE
+from fer_core.labels import EMOTIONS, NUM_CLASSES, label_index
+
+FORMATS = ("auto", "fer2013", "folder", "expw", "votes")
+
+
+def metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """`n, accuracy, macro_f1, loss, per_class{precision,recall,f1,support}, confusion` (rows: true)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    n = len(y_true)
+    if n == 0:
+        raise ValueError("no faces to evaluate")
+    pred = probs.argmax(axis=1)
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    np.add.at(confusion, (y_true, pred), 1)
+    per_class, f1s = {}, []
+    for i, name in enumerate(EMOTIONS):
+        tp = confusion[i, i]
+        predicted, support = confusion[:, i].sum(), confusion[i, :].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": round(float(precision), 6), "recall": round(float(recall), 6),
+                           "f1": round(float(f1), 6), "support": int(support)}
+        if support:
+            f1s.append(f1)
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(n), y_true], 1e-7, 1.0))))
+    return {"n": int(n), "accuracy": round(float((pred == y_true).mean()), 6),
+            "macro_f1": round(float(np.mean(f1s)), 6), "loss": round(loss, 6),
+            "per_class": per_class, "confusion": confusion.tolist()}
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """ECE of the top-1 confidence, equal-width bins."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        mask = (conf > lo) & (conf <= hi)
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
+    return float(ece)
+
+
+def detect_format(path: str) -> str:
+    lowered = path.lower()
+    if lowered.endswith((".csv", ".csv.gz", ".gz")):
+        head = storage.read_bytes(path)[:4096]
+        if head[:2] == b"\x1f\x8b":
+            return "fer2013"
+        first = head.decode("utf-8", "replace").splitlines()[0].lower() if head else ""
+        cols = {c.strip() for c in first.split(",")}
+        if {"image", "label"} <= cols:
+            return "votes"
+        return "fer2013"
+    if storage.exists(storage.join(path, expw.LABEL_FILE)):
+        return "expw"
+    return "folder"
+
+
+def _image_face(data: bytes) -> np.ndarray | None:
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        return None
+    return cv2.resize(img, (FACE, FACE), interpolation=cv2.INTER_AREA) if img.shape != (FACE, FACE) else img
+
+
+def read_votes(path: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """A votes CSV `image,annotator,label`: the majority vote is the label (ties go to the earlier emotion).
+
+    Images are face crops, relative to the CSV's folder; they are made gray and 48x48.
+    """
+    frame = pd.read_csv(io.BytesIO(storage.read_bytes(path)))
+    missing = {"image", "label"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: a votes CSV needs columns image,annotator,label; missing {sorted(missing)}")
+    frame["y"] = [label_index(v) for v in frame["label"]]
+    base = str(PurePosixPath(path).parent) if storage.is_gcs(path) else str(Path(path).parent)
+    faces, labels, ties, unreadable = [], [], 0, []
+    for image, votes in frame.groupby("image", sort=True):
+        counts = np.bincount(votes["y"], minlength=NUM_CLASSES)
+        ties += int((counts == counts.max()).sum() > 1)
+        try:
+            face = _image_face(storage.read_bytes(storage.join(base, str(image))))
+        except storage.StorageError:
+            face = None
+        if face is None:
+            unreadable.append(str(image))
+            continue
+        faces.append(face)
+        labels.append(int(counts.argmax()))
+    info = {"images": len(faces), "votes": len(frame), "ties": ties, "rejected": unreadable}
+    return np.stack(faces) if faces else np.zeros((0, FACE, FACE), np.uint8), np.array(labels, np.int64), info
+
+
+def load_eval_data(path: str, fmt: str = "auto", usage: str | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Every face of what `path` names, as uint8 faces and labels, plus what was skipped."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if not storage.exists(path):
+        raise storage.StorageError(f"evaluation data not found: {path}")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "votes":
+        x, y, info = read_votes(path)
+        return x, y, {"format": fmt, **info}
+    if fmt == "expw":
+        table, rejects = expw.read(path)
+    elif fmt == "folder":
+        table, rejects = fer2013.read_folder(path)
+    else:
+        table, rejects = fer2013.read(path)
+    if usage:
+        table = table.where((table.meta["usage"] == usage).to_numpy())
+    return table.pixels, table.labels, {"format": fmt, "rejects": rejects.counts()}
+
+
+def speed(classifier, batch: int = 256, single_runs: int = 200, seed: int = 0) -> dict[str, float]:
+    """Faces per second batched and milliseconds for one face, on this CPU."""
+    rng = np.random.default_rng(seed)
+    faces = rng.integers(0, 256, (batch, FACE, FACE), dtype=np.uint8)
+    classifier.predict(faces)
+    best = 0.0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        classifier.predict(faces)
+        best = max(best, batch / (time.perf_counter() - t0))
+    one = faces[:1]
+    times = []
+    for _ in range(single_runs):
+        t0 = time.perf_counter()
+        classifier.predict(one)
+        times.append(time.perf_counter() - t0)
+    return {"faces_per_s": round(best, 1), "single_face_ms": round(float(np.median(times)) * 1000, 4),
+            "single_face_p95_ms": round(float(np.percentile(times, 95)) * 1000, 4)}

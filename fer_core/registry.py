@@ -1,0 +1,255 @@
+"""MLflow: where the tracking server is, the registered model, its aliases, and loading a model URI.
+
+A model URI is either a local `.keras`/`.tflite` file or `models:/NAME@ALIAS` / `models:/NAME/VERSION`.
+Registry downloads are cached on disk, so a worker can start with its last good model while the
+registry is down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fer_core.config import Settings
+
+log = logging.getLogger(__name__)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+DECISION_TAG = "gate.decision"
+
+
+class RegistryError(RuntimeError):
+    """The registry cannot answer: unreachable, or no such model, version or alias."""
+
+
+@dataclass
+class VersionInfo:
+    version: str
+    aliases: list[str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    run_id: str = ""
+    source: str = ""
+    created: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"version": self.version, "aliases": self.aliases, "metrics": self.metrics, "tags": self.tags,
+                "run_id": self.run_id, "created": self.created}
+
+
+@dataclass
+class ResolvedModel:
+    """A model on local disk, and where it came from."""
+
+    path: Path
+    uri: str
+    version: str = ""
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def configure(settings: Settings):
+    """Point MLflow at the configured tracking server (sqlite + local files by default)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(settings: Settings) -> str:
+    import mlflow
+
+    client = configure(settings)
+    exp = client.get_experiment_by_name(settings.mlflow.experiment)
+    if exp is None:
+        location = settings.artifact_root if not settings.tracking_uri.startswith("http") else None
+        exp_id = client.create_experiment(settings.mlflow.experiment, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def _wrap(exc: Exception, what: str) -> RegistryError:
+    return RegistryError(f"{what}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}")
+
+
+def _version_info(client, mv, aliases: list[str] | None = None) -> VersionInfo:
+    metrics: dict[str, float] = {}
+    tags = dict(mv.tags or {})
+    for key, value in tags.items():
+        if key.startswith("metric."):
+            with contextlib.suppress(ValueError):
+                metrics[key[len("metric."):]] = float(value)
+    return VersionInfo(version=str(mv.version), aliases=sorted(aliases if aliases is not None else (mv.aliases or [])),
+                       metrics=metrics, tags={k: v for k, v in tags.items() if not k.startswith("metric.")},
+                       run_id=mv.run_id or "", source=mv.source or "", created=(mv.creation_timestamp or 0) / 1000)
+
+
+def list_versions(settings: Settings) -> list[VersionInfo]:
+    client = configure(settings)
+    name = settings.registry.model_name
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except Exception as exc:  # noqa: BLE001 - any MLflow/transport error is "registry unavailable"
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc):
+            return []
+        raise _wrap(exc, f"cannot list versions of {name}") from exc
+    return sorted((_version_info(client, mv) for mv in versions), key=lambda v: int(v.version), reverse=True)
+
+
+def alias_version(settings: Settings, alias: str) -> VersionInfo | None:
+    client = configure(settings)
+    try:
+        mv = client.get_model_version_by_alias(settings.registry.model_name, alias)
+    except Exception as exc:  # noqa: BLE001
+        text = str(exc)
+        if "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower() or "INVALID_PARAMETER_VALUE" in text:
+            return None
+        raise _wrap(exc, f"cannot read alias {alias}") from exc
+    return _version_info(client, mv)
+
+
+def champion(settings: Settings) -> VersionInfo | None:
+    return alias_version(settings, settings.registry.champion_alias)
+
+
+def register(settings: Settings, model_uri: str, tags: dict[str, Any]) -> VersionInfo:
+    """Register a logged model as a new version with its tags (metrics as `metric.*` tags)."""
+    import mlflow
+
+    client = configure(settings)
+    name = settings.registry.model_name
+    try:
+        try:
+            client.get_registered_model(name)
+        except Exception:  # noqa: BLE001
+            client.create_registered_model(name, description="Facial expression recognition, 7 emotions.")
+        mv = mlflow.register_model(model_uri, name, await_registration_for=60)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, mv.version, key, str(value))
+        return _version_info(client, client.get_model_version(name, mv.version))
+    except RegistryError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(exc, f"cannot register {model_uri} as {name}") from exc
+
+
+def set_alias(settings: Settings, alias: str, version: str) -> None:
+    client = configure(settings)
+    try:
+        client.set_registered_model_alias(settings.registry.model_name, alias, str(version))
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(exc, f"cannot set alias {alias} -> {version}") from exc
+
+
+def delete_alias(settings: Settings, alias: str) -> None:
+    client = configure(settings)
+    try:
+        client.delete_registered_model_alias(settings.registry.model_name, alias)
+    except Exception as exc:  # noqa: BLE001
+        if "RESOURCE_DOES_NOT_EXIST" not in str(exc):
+            raise _wrap(exc, f"cannot delete alias {alias}") from exc
+
+
+def set_tags(settings: Settings, version: str, tags: dict[str, Any]) -> None:
+    client = configure(settings)
+    try:
+        for key, value in tags.items():
+            client.set_model_version_tag(settings.registry.model_name, str(version), key, str(value))
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(exc, f"cannot tag version {version}") from exc
+
+
+def get_version(settings: Settings, version: str) -> VersionInfo:
+    client = configure(settings)
+    try:
+        return _version_info(client, client.get_model_version(settings.registry.model_name, str(version)))
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(exc, f"no version {version} of {settings.registry.model_name}") from exc
+
+
+def cache_dir(settings: Settings) -> Path:
+    return settings.home_path / "cache" / "models"
+
+
+def _find_keras(root: Path) -> Path:
+    found = sorted(root.rglob("*.keras"))
+    if not found:
+        raise RegistryError(f"no .keras file in the downloaded model at {root}")
+    return found[0]
+
+
+def resolve(uri: str, settings: Settings) -> ResolvedModel:
+    """A local file for `uri`; registry models are downloaded once per version and cached."""
+    if not uri.startswith("models:/"):
+        path = Path(uri).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {uri}")
+        return ResolvedModel(path, uri)
+    import mlflow
+
+    configure(settings)
+    rest = uri[len("models:/"):]
+    name, alias, version = rest, "", ""
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+    elif "/" in rest:
+        name, version = rest.split("/", 1)
+    last_good = cache_dir(settings) / name / "last_good.json"
+    try:
+        info = alias_version(settings, alias) if alias else get_version(settings.model_copy(
+            update={"registry": settings.registry.model_copy(update={"model_name": name})}), version)
+        if alias and info is None:
+            raise RegistryError(f"model {name} has no version with alias {alias!r}")
+        if alias and name != settings.registry.model_name:
+            mv = configure(settings).get_model_version_by_alias(name, alias)
+            info = _version_info(None, mv)
+        version = info.version
+    except RegistryError as exc:
+        if alias and last_good.is_file():  # registry down: serve the last good model
+            cached = json.loads(last_good.read_text())
+            log.warning("registry unavailable (%s); using cached version %s", exc, cached["version"])
+            return ResolvedModel(Path(cached["path"]), uri, cached["version"], name, {"cached": True})
+        raise
+    target = cache_dir(settings) / name / str(version)
+    if not (target / "COMPLETE").is_file():
+        tmp = target.with_name(f".{version}.{os.getpid()}.{time.time_ns()}")
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(tmp))
+            (tmp / "COMPLETE").write_text(str(version))
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(tmp, target)
+        except Exception as exc:  # noqa: BLE001
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _wrap(exc, f"cannot download {name} version {version}") from exc
+    path = _find_keras(target)
+    if alias:
+        last_good.parent.mkdir(parents=True, exist_ok=True)
+        last_good.write_text(json.dumps({"version": str(version), "path": str(path)}))
+    return ResolvedModel(path, uri, str(version), name)
+
+
+def load_classifier(uri: str, settings: Settings):
+    """The fast classifier for a model URI (TFLite form cached under <home>/cache/tflite)."""
+    from fer_core.classify import Classifier
+
+    resolved = resolve(uri, settings)
+    clf = Classifier.from_file(resolved.path, cache_dir=settings.home_path / "cache" / "tflite")
+    clf.version = resolved.version or Path(resolved.path).name
+    clf.source = uri
+    return clf

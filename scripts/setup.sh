@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: system packages the tests use (Debian), then a virtualenv with the project.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  need=()
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+  command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
+      || echo "setup: could not install ${need[*]}; tests that need them will skip" >&2
+  fi
+fi
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[dev]'
+echo "setup: done. Try: .venv/bin/fer demo" >&2

@@ -1,0 +1,116 @@
+"""Small data sets the tests write themselves, in the real FER2013 and ExpW formats."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FER2013_CSV = SHARED / "fer2013" / "fer2013.csv.gz"
+EXPW_ROOT = SHARED / "expw"
+VIDEO = SHARED / "videos" / "faces_596x336.mp4"
+
+
+def shared_missing(*paths: Path) -> str | None:
+    """A skip reason when the real data beside the checkout is missing, else None."""
+    for p in paths:
+        if not p.exists():
+            return f"real data not found at {p} (../shared/data beside the checkout)"
+    return None
+
+
+def face_pattern(label: int, rng: np.random.Generator) -> np.ndarray:
+    """A 48x48 uint8 face-like pattern whose look depends on the label (learnable, deterministic)."""
+    img = rng.normal(110, 12, (48, 48))
+    cv2.ellipse(img, (24, 24), (16, 21), 0, 0, 360, 170, -1)
+    y = 30 + (label % 4) * 3
+    cv2.line(img, (14, y), (34, y + (label - 3) * 2), 40 + label * 20, 2 + label % 3)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_fer2013_csv(path: Path, per_class: dict[int, int] | int = 6, usage_counts: dict[str, int] | None = None,
+                      extra_lines: list[str] | None = None, seed: int = 0, gz: bool = False) -> Path:
+    """A Kaggle-format CSV with `per_class` Training rows per label (+ usage_counts rows per usage)."""
+    rng = np.random.default_rng(seed)
+    counts = per_class if isinstance(per_class, dict) else {k: per_class for k in range(7)}
+    lines = ["emotion,pixels,Usage"]
+    for usage, n in {"Training": None, **(usage_counts or {})}.items():
+        for label, k in counts.items():
+            for _ in range(k if n is None else n):
+                pixels = " ".join(map(str, face_pattern(label, rng).ravel()))
+                lines.append(f"{label},{pixels},{usage}")
+    lines.extend(extra_lines or [])
+    text = "\n".join(lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+def write_expw(root: Path, images_per_class: int = 4, faces_per_image: int = 1, extra_lines: list[str] | None = None,
+               seed: int = 0) -> Path:
+    """An ExpW folder: origin/*.jpg with faces drawn in, and label/label.lst describing their boxes."""
+    rng = np.random.default_rng(seed)
+    (root / "origin").mkdir(parents=True, exist_ok=True)
+    (root / "label").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for label in range(7):
+        for i in range(images_per_class):
+            name = f"img_{label}_{i}.jpg"
+            canvas = rng.integers(60, 90, (160, 120 * faces_per_image), dtype=np.uint8)
+            for f in range(faces_per_image):
+                left, top = 20 + 120 * f, 40
+                face = cv2.resize(face_pattern(label, rng), (80, 80))
+                canvas[top:top + 80, left:left + 80] = face
+                lines.append(f"{name} {f} {top} {left} {left + 80} {top + 80} {50 + i:.4f} {label}")
+            cv2.imwrite(str(root / "origin" / name), cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR))
+    (root / "label" / "label.lst").write_text("\n".join(lines + (extra_lines or [])) + "\n")
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def venv_bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """Stop a server started with start_new_session=True, with its children."""
+    import os
+    import signal
+
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)

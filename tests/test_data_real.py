@@ -1,0 +1,75 @@
+"""The data layer on the real data in ../shared/data, with exact counts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_core import storage
+from fer_core.data import dataset, expw, fer2013
+from tests import helpers
+
+pytestmark = pytest.mark.integration
+FER_COUNTS = {"angry": 4462, "disgust": 492, "fear": 4593, "happy": 8110, "sad": 5483, "surprise": 3586,
+              "neutral": 5572}
+EXPW_COUNTS = {"angry": 641, "disgust": 667, "fear": 652, "happy": 635, "sad": 646, "surprise": 655, "neutral": 658}
+
+
+@pytest.fixture(scope="module")
+def real():
+    reason = helpers.shared_missing(helpers.FER2013_CSV, helpers.EXPW_ROOT)
+    if reason:
+        pytest.skip(reason)
+
+
+def test_real_fer2013_every_row(real):
+    table, rejects = fer2013.read(str(helpers.FER2013_CSV))
+    assert len(rejects) == 0
+    assert table.meta["usage"].value_counts().to_dict() == {"Training": 28709, "PublicTest": 3589}
+    assert dataset.class_counts(table.labels) == FER_COUNTS
+
+
+def test_real_expw_every_face(real):
+    table, rejects = expw.read(str(helpers.EXPW_ROOT))
+    assert len(rejects) == 0 and len(table) == 4554
+    assert table.meta["group"].nunique() == 4326
+    assert dataset.class_counts(table.labels) == EXPW_COUNTS
+    assert 40 < table.pixels.mean() < 200  # real faces, not blank crops
+
+
+@pytest.mark.slow
+def test_real_full_build(real, settings_factory):
+    s = settings_factory(f'data.fer2013="{helpers.FER2013_CSV}"', f'data.expw="{helpers.EXPW_ROOT}"')
+    ds = dataset.build(s)
+    c = ds.stats["counts"]
+    assert c["raw_fer2013"] == FER_COUNTS and c["raw_expw"] == EXPW_COUNTS
+    assert sum(c["merged"].values()) == 32298 + 4554
+    assert sum(c["fer2013_publictest"].values()) == 3589
+    pool = {k: FER_COUNTS[k] + EXPW_COUNTS[k] for k in FER_COUNTS}
+    # PublicTest rows are held out before undersampling; 70% of happy/neutral and 25% of sad are dropped
+    public = c["fer2013_publictest"]
+    for k, drop in {"happy": 0.7, "neutral": 0.7, "sad": 0.25, "angry": 0.0}.items():
+        assert c["undersampled"][k] == round((pool[k] - public[k]) * (1 - drop))
+    for k in FER_COUNTS:
+        assert c["train"][k] + c["val"][k] + c["test"][k] == c["undersampled"][k]
+    assert set(c["smote"].values()) == {max(c["train"].values())}
+    manifest = pd.read_csv(f"{ds.path}/manifest.csv")
+    e = manifest[manifest.source == "expw"]
+    assert (e.groupby(e.image.str.split("#").str[0]).split.nunique() == 1).all()
+    assert dataset.build(s).stats["reused"]
+
+
+@pytest.mark.slow
+def test_real_subset_through_gcs(real, settings_factory, gcs_bucket, tmp_path):
+    lines = (helpers.EXPW_ROOT / "label" / "label.lst").read_text().splitlines()[:300]
+    for name in sorted({line.split()[0] for line in lines}):
+        storage.upload_file(helpers.EXPW_ROOT / "origin" / name, f"{gcs_bucket}/expw/origin/{name}")
+    storage.write_text(f"{gcs_bucket}/expw/label/label.lst", "\n".join(lines) + "\n")
+    storage.upload_file(helpers.FER2013_CSV, f"{gcs_bucket}/fer2013.csv.gz")
+    s = settings_factory(f'data.fer2013="{gcs_bucket}/fer2013.csv.gz"', f'data.expw="{gcs_bucket}/expw"',
+                         "data.limit=2000", f'data.output="{gcs_bucket}/datasets"')
+    ds = dataset.build(s)
+    assert sum(ds.stats["counts"]["raw_expw"].values()) == 300
+    assert sum(ds.stats["counts"]["raw_fer2013"].values()) == 2000
+    local, _ = expw.read(str(helpers.EXPW_ROOT), limit=300)
+    remote, _ = expw.read(f"{gcs_bucket}/expw")
+    assert np.array_equal(local.pixels, remote.pixels)

@@ -1,0 +1,169 @@
+"""Metrics, every evaluation format through `fer evaluate`, and `fer predict`."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+from fer_core import evaluate
+
+# The tiny set: (gray level, true label). The hand-made model predicts angry for dark faces and happy
+# for bright ones, so: 3 right (dark angry, bright happy, dark angry), 1 wrong (bright sad -> happy).
+TINY = [(40, "angry"), (220, "happy"), (210, "sad"), (30, "angry")]
+EXPECTED = {"n": 4, "accuracy": 0.75, "confusion_rows": {"angry": [2, 0, 0, 0, 0, 0, 0],
+                                                         "happy": [0, 0, 0, 1, 0, 0, 0],
+                                                         "sad": [0, 0, 0, 1, 0, 0, 0]},
+            "precision_happy": 0.5, "recall_angry": 1.0, "recall_sad": 0.0,
+            # F1 angry 1.0, happy 2/3, sad 0.0 over the three classes present
+            "macro_f1": (1.0 + 2 / 3 + 0.0) / 3}
+
+
+def brightness_model(path: Path) -> Path:
+    """A real .keras model with hand-set weights: logit(angry) = 20(0.5 - m), logit(happy) = 20(m - 0.5)."""
+    inputs = keras.Input((48, 48), dtype="uint8")
+    x = keras.layers.Reshape((48, 48, 1))(inputs)
+    x = keras.layers.Rescaling(1 / 255)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(7, activation="softmax")
+    out = dense(x)
+    model = keras.Model(inputs, out)
+    w = np.zeros((1, 7), np.float32)
+    b = np.full(7, -50.0, np.float32)
+    w[0, 0], b[0] = -20.0, 10.0
+    w[0, 3], b[3] = 20.0, -10.0
+    dense.set_weights([w, b])
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    return brightness_model(tmp_path_factory.mktemp("model") / "brightness.keras")
+
+
+def _tiny_in_every_format(root: Path) -> dict[str, Path]:
+    from fer_core.labels import INDEX
+
+    lines = ["emotion,pixels,Usage"] + [f"{INDEX[e]},{' '.join([str(g)] * 2304)},PublicTest" for g, e in TINY]
+    lines.append(f"3,{' '.join(['200'] * 2304)},Training")  # filtered out by --usage PublicTest
+    (root / "fer.csv").write_text("\n".join(lines) + "\n")
+    label_lines, vote_lines = [], ["image,annotator,label"]
+    (root / "expw" / "origin").mkdir(parents=True)
+    (root / "expw" / "label").mkdir(parents=True)
+    (root / "votes").mkdir()
+    for i, (gray, emotion) in enumerate(TINY):
+        d = root / "folder" / emotion
+        d.mkdir(parents=True, exist_ok=True)
+        face = np.full((48, 48), gray, np.uint8)
+        cv2.imwrite(str(d / f"{i}.png"), face)
+        cv2.imwrite(str(root / "expw" / "origin" / f"{i}.png"), np.full((100, 100), gray, np.uint8))
+        label_lines.append(f"{i}.png 0 20 20 80 80 90.0 {INDEX[emotion]}")
+        cv2.imwrite(str(root / "votes" / f"{i}.png"), face)
+        # two of three annotators agree with the true label; one dissents
+        vote_lines += [f"{i}.png,a,{emotion}", f"{i}.png,b,{emotion}", f"{i}.png,c,neutral"]
+    (root / "expw" / "label" / "label.lst").write_text("\n".join(label_lines) + "\n")
+    (root / "votes" / "votes.csv").write_text("\n".join(vote_lines) + "\n")
+    return {"fer2013": root / "fer.csv", "folder": root / "folder", "expw": root / "expw",
+            "votes": root / "votes" / "votes.csv"}
+
+
+def test_metrics_hand_checked():
+    y = np.array([0, 0, 1, 1, 2])
+    probs = np.zeros((5, 7))
+    probs[0, :2] = [0.7, 0.3]
+    probs[1, :2] = [0.4, 0.6]
+    probs[2, :2] = [0.1, 0.9]
+    probs[3, :2] = [0.4, 0.6]
+    probs[4, [0, 2]] = [0.8, 0.2]
+    m = evaluate.metrics(y, probs)
+    assert m["n"] == 5 and m["accuracy"] == 0.6
+    assert m["confusion"][0][:3] == [1, 1, 0] and m["confusion"][1][:3] == [0, 2, 0] and m["confusion"][2][:3] == [1, 0, 0]
+    assert m["per_class"]["angry"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m["per_class"]["disgust"]["precision"] == pytest.approx(2 / 3, abs=1e-6)
+    assert m["per_class"]["disgust"]["f1"] == pytest.approx(0.8, abs=1e-6)
+    assert m["per_class"]["fear"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3, abs=1e-6)
+    expected_loss = -np.mean(np.log([0.7, 0.4, 0.9, 0.6, 0.2]))
+    assert m["loss"] == pytest.approx(expected_loss, abs=1e-6)
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy():
+    y = np.array([0, 0, 1, 1])
+    probs = np.zeros((4, 7))
+    probs[:, 0] = [0.5, 0.5, 0.5, 0.5]
+    probs[:, 1] = [0.4, 0.4, 0.4, 0.4]
+    assert evaluate.expected_calibration_error(y, probs) == pytest.approx(0.0)  # 50% sure, 50% right
+    probs2 = np.zeros((4, 7))
+    probs2[:, 0] = 1.0
+    assert evaluate.expected_calibration_error(y, probs2) == pytest.approx(0.5)
+
+
+def test_votes_majority_and_ties(tmp_path):
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), np.full((60, 60), 100, np.uint8))
+    (tmp_path / "v.csv").write_text("image,annotator,label\na.png,1,happy\na.png,2,happy\na.png,3,sad\n"
+                                    "b.png,1,sad\nb.png,2,angry\nb.png,3,sad\nc.png,1,surprise\nc.png,2,fear\n"
+                                    "missing.png,1,happy\n")
+    x, y, info = evaluate.load_eval_data(str(tmp_path / "v.csv"))
+    assert info["format"] == "votes" and y.tolist() == [3, 4, 2]  # c: fear/surprise tie -> fear (earlier)
+    assert info["ties"] == 1 and info["rejected"] == ["missing.png"] and x.shape == (3, 48, 48)
+
+
+@pytest.mark.parametrize("fmt", ["fer2013", "folder", "expw", "votes"])
+def test_cli_evaluate_every_format_hand_checked(fmt, model_file, tmp_path):
+    paths = _tiny_in_every_format(tmp_path)
+    cmd = [sys.executable, "-m", "fer_cli.main", "evaluate", "--data", str(paths[fmt]), "--model", str(model_file),
+           "--set", f"home={tmp_path / 'home'}", "--no-speed"]
+    if fmt == "fer2013":
+        cmd += ["--usage", "PublicTest"]
+    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    assert out["format"] == fmt
+    assert {"n", "accuracy", "macro_f1", "loss", "per_class", "confusion"} <= set(out)
+    assert out["n"] == EXPECTED["n"] and out["accuracy"] == EXPECTED["accuracy"]
+    assert out["macro_f1"] == pytest.approx(EXPECTED["macro_f1"], abs=1e-5)
+    for emotion, row in EXPECTED["confusion_rows"].items():
+        from fer_core.labels import INDEX
+
+        assert out["confusion"][INDEX[emotion]] == row
+    assert out["per_class"]["happy"]["precision"] == EXPECTED["precision_happy"]
+    assert out["per_class"]["sad"]["recall"] == EXPECTED["recall_sad"]
+    # loss: mean -log p(true); sad face gets p(sad) = softmax floor, so loss is large but finite
+    assert math.isfinite(out["loss"]) and out["loss"] > 1
+
+
+def test_cli_evaluate_reports_speed_and_bad_inputs(model_file, tmp_path):
+    paths = _tiny_in_every_format(tmp_path)
+    base = [sys.executable, "-m", "fer_cli.main", "evaluate", "--model", str(model_file), "--set",
+            f"home={tmp_path / 'home'}"]
+    out = json.loads(subprocess.run(base + ["--data", str(paths["folder"])], check=True, capture_output=True,
+                                    text=True).stdout)
+    assert out["speed"]["faces_per_s"] > 0 and out["speed"]["single_face_ms"] > 0
+    missing = subprocess.run(base + ["--data", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert missing.returncode == 1 and "not found" in missing.stderr and "Traceback" not in missing.stderr
+    bad_model = subprocess.run(base[:-2] + ["--set", f"home={tmp_path / 'h'}", "--data", str(paths["folder"]),
+                                            "--model", str(tmp_path / "nope.keras")], capture_output=True, text=True)
+    assert bad_model.returncode == 1 and "model file not found" in bad_model.stderr
+
+
+def test_cli_predict_faces_and_bad_files(tiny_model_path, tmp_path):
+    import matplotlib.cbook
+
+    photo = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    (tmp_path / "notes.txt").write_text("not an image")
+    cmd = [sys.executable, "-m", "fer_cli.main", "predict", str(photo), str(tmp_path / "notes.txt"),
+           str(tmp_path / "absent.png"), "--model", str(tiny_model_path), "--set", f"home={tmp_path / 'home'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2
+    out = json.loads(proc.stdout)
+    first, second, third = out["results"]
+    assert len(first["faces"]) == 1  # Grace Hopper's portrait has one face
+    face = first["faces"][0]
+    assert 100 < face["box"]["w"] < 400 and sum(face["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert second["error"].startswith("not an image") and third["error"] == "file not found"
+    assert "notes.txt" in proc.stderr

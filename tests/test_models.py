@@ -1,0 +1,126 @@
+"""The model zoo: build, train briefly, save and reload to identical predictions; fast inference agrees."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from fer_core import augment, models, train
+from fer_core.classify import Classifier
+from fer_core.config import AugmentSettings
+from tests import helpers
+
+
+def _real_subset(n_per_class: int = 12):
+    """A small class-balanced subset of real ExpW faces (or test-written faces when ../shared is missing)."""
+    from fer_core.data import expw
+
+    if helpers.shared_missing(helpers.EXPW_ROOT) is None:
+        table, _ = expw.read(str(helpers.EXPW_ROOT), limit=600)
+        idx = np.concatenate([np.flatnonzero(table.labels == k)[:n_per_class] for k in range(7)])
+        return table.pixels[idx], table.labels[idx]
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(7), n_per_class)
+    return np.stack([helpers.face_pattern(int(k), rng) for k in y]), y
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", models.ZOO)
+def test_zoo_model_trains_saves_and_reloads(name, settings_factory, tmp_path):
+    x, y = _real_subset()
+    s = settings_factory(f"train.model={name}", "train.epochs=2", "train.fine_tune_epochs=1", "train.batch_size=16",
+                         "train.input_size=32", "train.weights=\"\"")
+    result = train.train(s, {"train": (x, y), "val": (x[::4], y[::4])}, tmp_path / "run")
+    assert result.epochs_run == 2 and len(result.history["loss"]) == 2
+    assert np.isfinite(result.history["loss"]).all()
+    reloaded = models.load(str(result.model_path))  # safe_mode=True
+    a = result.model.predict(x[:8], verbose=0)
+    b = reloaded.predict(x[:8], verbose=0)
+    assert np.allclose(a, b, atol=1e-6) and np.allclose(a.sum(1), 1, atol=1e-5)
+    assert reloaded.input.shape == (None, 48, 48) and reloaded.input.dtype == "uint8"
+    if name != "compact":
+        assert models.is_transfer(reloaded)
+        assert reloaded.get_layer("resize").output.shape[1:3] == (32, 32)
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="zoo has compact"):
+        models.build("alexnet")
+
+
+def test_model_owns_its_preprocessing(tiny_model_path):
+    model = models.load(str(tiny_model_path))
+    names = [layer.name for layer in model.layers]
+    assert names[:3] == ["face", "add_channel", "standardise"]
+    assert not any("random" in n or n == "augment" for n in names)  # no augmentation in the saved model
+
+
+def test_tflite_classifier_agrees_with_keras(tiny_model_path, tmp_path):
+    model = models.load(str(tiny_model_path))
+    clf = Classifier.from_file(tiny_model_path, cache_dir=tmp_path)
+    rng = np.random.default_rng(1)
+    for n in (1, 3, 5, 64, 70, 200):
+        faces = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
+        assert np.allclose(clf.predict(faces), model.predict(faces, verbose=0), atol=1e-4)
+    assert len(list(tmp_path.glob("*.tflite"))) == 1
+    Classifier.from_file(tiny_model_path, cache_dir=tmp_path)  # second load hits the cache
+    with pytest.raises(ValueError, match="faces must be"):
+        clf.predict(np.zeros((2, 32, 32), np.uint8))
+
+
+def test_augmentation_only_in_training():
+    aug = augment.build_augmenter(AugmentSettings(), seed=3)
+    assert [type(layer).__name__ for layer in aug.layers] == [
+        "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomBrightnessScale"]
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype("float32")
+    assert np.array_equal(np.asarray(aug(faces, training=False)), faces)
+    changed = np.asarray(aug(faces, training=True))
+    assert changed.shape == faces.shape and not np.allclose(changed, faces)
+    assert changed.min() >= 0 and changed.max() <= 255
+    layer = augment.RandomBrightnessScale(0.8, 1.2)
+    assert keras.layers.deserialize(keras.layers.serialize(layer)).get_config()["high"] == 1.2
+    assert len(augment.build_augmenter(AugmentSettings(flip=False, rotation_deg=0, shift=0, zoom=0,
+                                                       brightness=(1.0, 1.0))).layers) == 0
+
+
+def test_tf_data_pipeline_batches_and_augments():
+    x = np.random.default_rng(0).integers(0, 256, (10, 48, 48), dtype=np.uint8)
+    y = np.arange(10) % 7
+    ds = train.make_dataset(x, y, 4, training=True, augmenter=augment.build_augmenter(AugmentSettings()))
+    batches = list(ds)
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+    assert batches[0][0].dtype == "uint8" and batches[0][1].shape == (4, 7)
+    plain = list(train.make_dataset(x, y, 4, training=False))
+    assert np.array_equal(np.concatenate([b[0] for b in plain]), x)
+
+
+def test_class_weights_balance_counts():
+    w = train.class_weights(np.array([0, 0, 0, 1]))
+    assert w[0] == pytest.approx(4 / 6) and w[1] == pytest.approx(2.0) and w[5] == 0
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, after_epoch: int):
+        super().__init__()
+        self.after_epoch = after_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.after_epoch:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_interrupted_run_resumes_from_checkpoint(settings_factory, tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(7), 6)
+    x = np.stack([helpers.face_pattern(int(k), rng) for k in y])
+    s = settings_factory("train.epochs=3", "train.batch_size=16", "train.width=8", "augment.enabled=false",
+                         "train.early_stopping_patience=10")
+    splits = {"train": (x, y), "val": (x, y)}
+    with pytest.raises(KeyboardInterrupt):
+        train.train(s, splits, tmp_path / "run", callbacks=[_Interrupt(2)])
+    assert json.loads((tmp_path / "run" / "progress.json").read_text())["epoch"] == 2
+    resumed = train.train(s, splits, tmp_path / "run")
+    assert resumed.epochs_run == 1  # only epoch 3 was left
+    assert json.loads((tmp_path / "run" / "progress.json").read_text())["epoch"] == 3
+    assert (tmp_path / "run" / "best.keras").is_file()

@@ -1,0 +1,49 @@
+"""A training run logs everything to a real MLflow server on loopback; W&B offline writes its run files."""
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fer_core import registry, tracking
+from fer_core.data import dataset
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_training_run_logged_to_real_mlflow_server(settings_factory, small_data, mlflow_server, tmp_path):
+    s = settings_factory(f'data.fer2013="{small_data["fer2013"]}"', f'data.expw="{small_data["expw"]}"',
+                         f'mlflow.tracking_uri="{mlflow_server["uri"]}"', "train.epochs=2", "train.width=8",
+                         "train.batch_size=32", "wandb.enabled=true", "wandb.mode=offline",
+                         f'wandb.dir="{tmp_path / "wandb"}"')
+    ds = dataset.build(s)
+    run = tracking.train_and_log(s, ds, tmp_path / "run")
+    client = MlflowClient(mlflow_server["uri"])
+    r = client.get_run(run.run_id)
+    assert r.data.params["train.model"] == "compact" and r.data.params["train.epochs"] == "2"
+    assert r.data.tags["dataset.version"] == ds.version and len(r.data.tags["git_commit"]) >= 7
+    history = client.get_metric_history(run.run_id, "val_categorical_accuracy")
+    assert [m.step for m in history] == [0, 1]
+    for key in ("categorical_accuracy", "loss", "val_loss"):
+        assert len(client.get_metric_history(run.run_id, key)) == 2
+    for key in ("test_accuracy", "test_macro_f1", "fer2013_publictest_accuracy", "faces_per_s", "single_face_ms"):
+        assert key in r.data.metrics
+    assert r.inputs.dataset_inputs[0].dataset.name == ds.version
+    artifacts = {a.path for a in client.list_artifacts(run.run_id)}
+    assert {"learning_curves.png", "confusion_test.png", "classification_report.json", "model_card.md",
+            "model.tflite"} <= artifacts
+    report = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run.run_id,
+                                                                 artifact_path="classification_report.json",
+                                                                 tracking_uri=mlflow_server["uri"])).read_text())
+    assert report["test"]["n"] == sum(ds.stats["counts"]["test"].values())
+    # the logged model carries a signature and an input example, and reloads through our loader
+    info = mlflow.models.get_model_info(run.model_uri)
+    assert info.signature is not None and info.saved_input_example_info is not None
+    version = registry.register(s, run.model_uri, {"dataset.version": ds.version})
+    clf = registry.load_classifier(f"models:/{s.registry.model_name}/{version.version}", s)
+    assert clf.predict(ds.splits["test"][0][:3]).shape == (3, 7)
+    # W&B offline wrote a run folder with the same run name
+    runs = list((tmp_path / "wandb").rglob("offline-run-*"))
+    assert runs and any(p.suffix == ".wandb" for p in runs[0].iterdir())
