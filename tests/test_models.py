@@ -71,8 +71,7 @@ def test_tflite_classifier_agrees_with_keras(tiny_model_path, tmp_path):
 
 def test_augmentation_only_in_training():
     aug = augment.build_augmenter(AugmentSettings(), seed=3)
-    assert [type(layer).__name__ for layer in aug.layers] == [
-        "RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomBrightnessScale"]
+    assert [type(layer).__name__ for layer in aug.layers] == ["RandomFaceAffine", "RandomBrightnessScale"]
     faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype("float32")
     assert np.array_equal(np.asarray(aug(faces, training=False)), faces)
     changed = np.asarray(aug(faces, training=True))
@@ -80,6 +79,30 @@ def test_augmentation_only_in_training():
     assert changed.min() >= 0 and changed.max() <= 255
     layer = augment.RandomBrightnessScale(0.8, 1.2)
     assert keras.layers.deserialize(keras.layers.serialize(layer)).get_config()["high"] == 1.2
+
+
+def test_affine_augmentation_is_one_resampling():
+    """One composed warp keeps faces sharp; the seed's settings are the defaults."""
+    cfg = AugmentSettings()
+    assert (cfg.rotation_deg, cfg.shift, cfg.zoom, cfg.flip, cfg.brightness) == (20.0, 0.1, 0.1, True, (0.8, 1.2))
+    rng = np.random.default_rng(0)
+    faces = np.stack([helpers.face_pattern(k % 7, rng) for k in range(64)]).astype("float32")[..., None]
+    warped = np.asarray(augment.RandomFaceAffine(seed=1)(faces, training=True))
+    chained = keras.Sequential([keras.layers.RandomRotation(20 / 360, fill_mode="reflect", seed=1),
+                                keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=2),
+                                keras.layers.RandomZoom(0.1, 0.1, fill_mode="reflect", seed=3)])
+    blurred = np.asarray(chained(faces, training=True))
+
+    def sharpness(b):
+        return np.abs(np.diff(b, axis=2)).mean()
+
+    assert sharpness(warped) > 1.15 * sharpness(blurred)
+    assert sharpness(warped) < sharpness(faces)
+    flip_only = augment.RandomFaceAffine(rotation_deg=0, shift=0, zoom=0, flip=True, seed=2)
+    out = np.asarray(flip_only(faces, training=True))
+    flipped = [np.allclose(o, f[:, ::-1], atol=1e-3) for o, f in zip(out, faces, strict=True)]
+    same = [np.allclose(o, f, atol=1e-3) for o, f in zip(out, faces, strict=True)]
+    assert all(a or b for a, b in zip(flipped, same, strict=True)) and 10 < sum(flipped) < 54
     assert len(augment.build_augmenter(AugmentSettings(flip=False, rotation_deg=0, shift=0, zoom=0,
                                                        brightness=(1.0, 1.0))).layers) == 0
 
