@@ -25,7 +25,7 @@ def _default_model(settings) -> str:
 # --- fer evaluate -----------------------------------------------------------------------------------
 
 def cmd_evaluate(args) -> int:
-    from fer_cli.main import emit
+    from fer_cli.output import emit
     from fer_core import evaluate, registry
 
     s = _settings(args)
@@ -63,7 +63,7 @@ def cmd_predict(args) -> int:
     import cv2
     import numpy as np
 
-    from fer_cli.main import emit
+    from fer_cli.output import emit
     from fer_core import detect, registry
     from fer_core.classify import top_k
     from fer_core.labels import EMOTIONS
@@ -102,4 +102,122 @@ def add_predict(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
 
-ALL = [add_evaluate, add_predict]
+
+# --- fer pipeline -----------------------------------------------------------------------------------
+
+def _prefect_env(settings) -> None:
+    """Embedded default: Prefect keeps its state under <home>/prefect unless the user chose otherwise."""
+    import os
+
+    os.environ.setdefault("PREFECT_HOME", str(settings.home_path / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def cmd_pipeline_run(args) -> int:
+    from fer_cli.output import emit
+
+    s = _settings(args)
+    _prefect_env(s)
+    from flows.retrain import retrain
+
+    result = retrain(args.config, args.set)
+    emit(pipeline_summary(result))
+    return 0
+
+
+def pipeline_summary(result: dict) -> dict:
+    """The flow result without the bulky per-class tables."""
+    out = {"status": result["status"], "reason": result.get("reason", "")}
+    if "dataset" in result:
+        out.update({"dataset": result["dataset"]["version"], "dataset_reused": result["dataset"].get("reused", False),
+                    "run_id": result["train"]["run_id"], "train_reused": result["train"]["reused"],
+                    "version": result["version"]["version"], "version_reused": result["version"].get("reused", False),
+                    "decision": result["decision"]["verdict"], "reasons": result["decision"]["reasons"],
+                    "metrics": {n: {k: r[k] for k in ("n", "accuracy", "macro_f1", "loss")}
+                                for n, r in result["decision"]["candidate"].items()},
+                    "champion_metrics": {n: {k: r[k] for k in ("n", "accuracy", "macro_f1", "loss")}
+                                         for n, r in result["decision"]["champion"].items()},
+                    "aliases": result["aliases"]})
+    return out
+
+
+def cmd_pipeline_serve(args) -> int:
+    s = _settings(args)
+    _prefect_env(s)
+    from flows.deployments import serve
+
+    print(f"serving deployment {s.pipeline.deployment_name} on cron '{s.pipeline.cron}' ({s.pipeline.timezone}); "
+          "Ctrl-C stops", file=sys.stderr)
+    serve(args.config, args.set)
+    return 0
+
+
+def add_pipeline(sub) -> None:
+    pipeline = sub.add_parser("pipeline", help="the retraining flow").add_subparsers(dest="pipeline_cmd",
+                                                                                     required=True)
+    p = pipeline.add_parser("run", help="run the retraining flow once; print its summary as JSON")
+    _common(p)
+    p.set_defaults(func=cmd_pipeline_run)
+    p = pipeline.add_parser("serve", help="serve the scheduled retraining deployment (cron from config)")
+    _common(p)
+    p.set_defaults(func=cmd_pipeline_serve)
+
+
+# --- fer models -------------------------------------------------------------------------------------
+
+def cmd_models_list(args) -> int:
+    from fer_cli.output import emit, say
+    from fer_core import registry
+
+    s = _settings(args)
+    versions = registry.list_versions(s)
+    if args.json:
+        emit([v.as_json() for v in versions])
+        return 0
+    if not versions:
+        say(f"no versions of {s.registry.model_name} at {s.tracking_uri}")
+        return 0
+    say(f"{'version':>7}  {'aliases':<20} {'decision':<8} {'test acc':>8} {'fer2013 acc':>11} {'ms/face':>7}  dataset")
+    for v in versions:
+        m = v.metrics
+        say(f"{v.version:>7}  {','.join(v.aliases) or '-':<20} {v.tags.get('gate.decision', '-'):<8} "
+              f"{m.get('test_accuracy', float('nan')):>8.4f} {m.get('fer2013_publictest_accuracy', float('nan')):>11.4f} "
+              f"{m.get('single_face_ms', float('nan')):>7.3f}  {v.tags.get('dataset.version', '-')}")
+    return 0
+
+
+def cmd_models_promote(args) -> int:
+    from fer_cli.output import emit
+    from fer_core import promotion
+
+    emit(promotion.promote_manual(_settings(args), args.version))
+    return 0
+
+
+def cmd_models_rollback(args) -> int:
+    from fer_cli.output import emit
+    from fer_core import promotion
+
+    emit(promotion.rollback(_settings(args)))
+    return 0
+
+
+def add_models(sub) -> None:
+    models = sub.add_parser("models", help="the model registry and its aliases").add_subparsers(dest="models_cmd",
+                                                                                                required=True)
+    p = models.add_parser("list", help="versions, aliases and key metrics")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_models_list)
+    p = models.add_parser("promote", help="make VERSION the champion (manual override, recorded)")
+    _common(p)
+    p.add_argument("version")
+    p.set_defaults(func=cmd_models_promote)
+    p = models.add_parser("rollback", help="champion back to the previous champion (recorded)")
+    _common(p)
+    p.set_defaults(func=cmd_models_rollback)
+
+
+ALL = [add_evaluate, add_predict, add_pipeline, add_models]

@@ -6,12 +6,13 @@ Machine-readable results go to stdout as JSON; logs and messages go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
 
+from fer_cli import output
+from fer_cli.output import emit
 from fer_core.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("fer")
@@ -20,12 +21,6 @@ EXIT_USAGE = 2
 
 class CommandError(Exception):
     """A failure the user can act on: printed as one line, no traceback."""
-
-
-def emit(payload: Any) -> None:
-    json.dump(payload, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
-    sys.stdout.flush()
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -92,11 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "urllib3", "alembic", "httpx", "mlflow.store"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from fer_core.data.table import DataQualityError
+    from fer_core.registry import RegistryError
     from fer_core.storage import StorageError
 
+    output.bind(sys.stdout)
     try:
-        return int(args.func(args) or 0)
-    except (ConfigError, StorageError, DataQualityError, CommandError, FileNotFoundError, ValueError) as exc:
+        # Libraries print progress bars and links to stdout; keep stdout for our JSON alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            return int(args.func(args) or 0)
+    except (ConfigError, StorageError, DataQualityError, CommandError, FileNotFoundError, ValueError,
+            RegistryError) as exc:
         print(f"fer: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

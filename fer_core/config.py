@@ -79,6 +79,8 @@ class MlflowSettings(_Section):
     tracking_uri: str = ""  # empty = sqlite:///<home>/mlflow/mlflow.db
     artifact_root: str = ""  # empty = <home>/mlflow/artifacts
     experiment: str = "fer"
+    http_retries: int = 1  # MLflow client retries per request (Prefect tasks retry on top)
+    http_timeout_s: int = 20
 
 
 class RegistrySettings(_Section):

@@ -58,6 +58,9 @@ class ResolvedModel:
 
 def configure(settings: Settings):
     """Point MLflow at the configured tracking server (sqlite + local files by default)."""
+    # MLflow's own HTTP retries can block for minutes; our callers (Prefect tasks) retry instead.
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.mlflow.http_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.mlflow.http_timeout_s)
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -108,7 +111,16 @@ def list_versions(settings: Settings) -> list[VersionInfo]:
         if "RESOURCE_DOES_NOT_EXIST" in str(exc):
             return []
         raise _wrap(exc, f"cannot list versions of {name}") from exc
-    return sorted((_version_info(client, mv) for mv in versions), key=lambda v: int(v.version), reverse=True)
+    # search results carry no aliases: take them from the registered model
+    try:
+        aliases = dict(client.get_registered_model(name).aliases or {}) if versions else {}
+    except Exception as exc:  # noqa: BLE001
+        raise _wrap(exc, f"cannot read aliases of {name}") from exc
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    infos = [_version_info(client, mv, by_version.get(str(mv.version), [])) for mv in versions]
+    return sorted(infos, key=lambda v: int(v.version), reverse=True)
 
 
 def alias_version(settings: Settings, alias: str) -> VersionInfo | None:
@@ -127,10 +139,17 @@ def champion(settings: Settings) -> VersionInfo | None:
     return alias_version(settings, settings.registry.champion_alias)
 
 
-def register(settings: Settings, model_uri: str, tags: dict[str, Any]) -> VersionInfo:
-    """Register a logged model as a new version with its tags (metrics as `metric.*` tags)."""
-    import mlflow
+def find_version(settings: Settings, tag: str, value: str) -> VersionInfo | None:
+    """The newest version whose tag `tag` equals `value` (how a re-run finds what it registered)."""
+    for v in list_versions(settings):
+        if v.tags.get(tag) == value:
+            return v
+    return None
 
+
+def register(settings: Settings, model_uri: str, tags: dict[str, Any], run_id: str | None = None) -> VersionInfo:
+    """Register a logged model as a new version, created together with all its tags in one call,
+    so that a failure never leaves a version without them (metrics as `metric.*` tags)."""
     client = configure(settings)
     name = settings.registry.model_name
     try:
@@ -138,10 +157,11 @@ def register(settings: Settings, model_uri: str, tags: dict[str, Any]) -> Versio
             client.get_registered_model(name)
         except Exception:  # noqa: BLE001
             client.create_registered_model(name, description="Facial expression recognition, 7 emotions.")
-        mv = mlflow.register_model(model_uri, name, await_registration_for=60)
-        for key, value in tags.items():
-            client.set_model_version_tag(name, mv.version, key, str(value))
-        return _version_info(client, client.get_model_version(name, mv.version))
+        # MLflow 3 logged models ("models:/m-...") must name their model_id when registered.
+        model_id = model_uri[len("models:/"):] if model_uri.startswith("models:/m-") else None
+        mv = client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id,
+                                         tags={k: str(v) for k, v in tags.items()})
+        return _version_info(client, mv)
     except RegistryError:
         raise
     except Exception as exc:  # noqa: BLE001

@@ -46,6 +46,19 @@ class TrackedRun:
         return out
 
 
+def model_requirements() -> list[str]:
+    """Pinned runtime requirements of a logged model (MLflow's inference would reload the model)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in ("tensorflow-cpu", "tensorflow", "keras", "numpy"):
+        try:
+            out.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -224,7 +237,8 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
         signature = infer_signature(example, clf.predict(example))
         # The TensorFlow flavour stores Keras 3 models as data/model.keras (mlflow.keras 3.17 fails to save
         # an input example: it writes it before creating the model folder).
-        info = mlflow.tensorflow.log_model(tr.model, name="model", signature=signature, input_example=example)
+        info = mlflow.tensorflow.log_model(tr.model, name="model", signature=signature, input_example=example,
+                                           pip_requirements=model_requirements())
         if wandb_run is not None:
             wandb_run.summary.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
             wandb_run.finish()

@@ -1,0 +1,1 @@
+"""Prefect flows and deployments. Thin: every task calls plain fer_core functions."""

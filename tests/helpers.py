@@ -114,3 +114,31 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
+
+
+class MlflowServer:
+    """A real `mlflow server` on loopback that a test can stop and start again on the same port and store."""
+
+    def __init__(self, root: Path, port: int | None = None):
+        self.root, self.port = root, port or free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> MlflowServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        cmd = [venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
+               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+               "--artifacts-destination", (self.root / "artifacts").as_uri(), "--workers", "1"]
+        log = open(self.root / "server.log", "a")  # noqa: SIM115 - the server owns it
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, self.proc, timeout)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+def fer_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fer_cli", *args]

@@ -103,11 +103,11 @@ def test_smote_only_adds_training_rows_and_keeps_uint8():
 
 def test_cli_data_build_prints_the_contract(small_data, tmp_path):
     env_home = tmp_path / "clihome"
-    cmd = [sys.executable, "-m", "fer_cli.main", "data", "build", "--set", f"home={env_home}",
+    cmd = [sys.executable, "-m", "fer_cli", "data", "build", "--set", f"home={env_home}",
            "--set", f"data.fer2013={small_data['fer2013']}", "--set", f"data.expw={small_data['expw']}"]
     out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     assert {"version", "path", "counts", "rejects"} <= set(out) and set(out["counts"]) >= STAGES
-    stats = subprocess.run([sys.executable, "-m", "fer_cli.main", "data", "stats", out["version"], "--set",
+    stats = subprocess.run([sys.executable, "-m", "fer_cli", "data", "stats", out["version"], "--set",
                             f"home={env_home}"], check=True, capture_output=True, text=True)
     assert json.loads(stats.stdout)["version"] == out["version"]
     bad = subprocess.run(cmd[:5] + ["--set", f"data.fer2013={tmp_path / 'nope.csv'}"], capture_output=True, text=True)

@@ -118,7 +118,7 @@ def test_votes_majority_and_ties(tmp_path):
 @pytest.mark.parametrize("fmt", ["fer2013", "folder", "expw", "votes"])
 def test_cli_evaluate_every_format_hand_checked(fmt, model_file, tmp_path):
     paths = _tiny_in_every_format(tmp_path)
-    cmd = [sys.executable, "-m", "fer_cli.main", "evaluate", "--data", str(paths[fmt]), "--model", str(model_file),
+    cmd = [sys.executable, "-m", "fer_cli", "evaluate", "--data", str(paths[fmt]), "--model", str(model_file),
            "--set", f"home={tmp_path / 'home'}", "--no-speed"]
     if fmt == "fer2013":
         cmd += ["--usage", "PublicTest"]
@@ -139,7 +139,7 @@ def test_cli_evaluate_every_format_hand_checked(fmt, model_file, tmp_path):
 
 def test_cli_evaluate_reports_speed_and_bad_inputs(model_file, tmp_path):
     paths = _tiny_in_every_format(tmp_path)
-    base = [sys.executable, "-m", "fer_cli.main", "evaluate", "--model", str(model_file), "--set",
+    base = [sys.executable, "-m", "fer_cli", "evaluate", "--model", str(model_file), "--set",
             f"home={tmp_path / 'home'}"]
     out = json.loads(subprocess.run(base + ["--data", str(paths["folder"])], check=True, capture_output=True,
                                     text=True).stdout)
@@ -156,7 +156,7 @@ def test_cli_predict_faces_and_bad_files(tiny_model_path, tmp_path):
 
     photo = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
     (tmp_path / "notes.txt").write_text("not an image")
-    cmd = [sys.executable, "-m", "fer_cli.main", "predict", str(photo), str(tmp_path / "notes.txt"),
+    cmd = [sys.executable, "-m", "fer_cli", "predict", str(photo), str(tmp_path / "notes.txt"),
            str(tmp_path / "absent.png"), "--model", str(tiny_model_path), "--set", f"home={tmp_path / 'home'}"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2

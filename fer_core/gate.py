@@ -1,0 +1,73 @@
+"""The promotion gate: a candidate replaces the champion only when it is better on the same frozen sets.
+
+Rules (all must hold; every rule's outcome is a reason in the decision):
+- accuracy >= champion's + margin on every benchmark set;
+- macro-F1 not lower than the champion's (minus a tolerance) on every benchmark set;
+- no class recall under the floor on any benchmark set;
+- single-face latency within the budget;
+- with no champion: only the floors (recall, absolute accuracy, latency).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fer_core.config import GateSettings
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+    candidate: dict[str, Any] = field(default_factory=dict)
+    champion: dict[str, Any] = field(default_factory=dict)
+    champion_version: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        return "promote" if self.promote else "reject"
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+def decide(candidate: dict[str, dict[str, Any]], champion: dict[str, dict[str, Any]] | None,
+           candidate_latency_ms: float, cfg: GateSettings, champion_version: str | None = None) -> Decision:
+    """`candidate` / `champion`: benchmark set name -> metrics JSON (as `evaluate.metrics` returns)."""
+    ok, reasons = True, []
+
+    def rule(passed: bool, text: str) -> None:
+        nonlocal ok
+        ok = ok and passed
+        reasons.append(("PASS " if passed else "FAIL ") + text)
+
+    if not candidate:
+        rule(False, "no benchmark set to score the candidate on")
+    for name, c in candidate.items():
+        worst = min(c["per_class"].items(), key=lambda kv: kv[1]["recall"] if kv[1]["support"] else 1.0)
+        rule(worst[1]["recall"] >= cfg.min_class_recall or worst[1]["support"] == 0,
+             f"{name}: lowest class recall {worst[0]} {worst[1]['recall']:.3f} vs floor {cfg.min_class_recall:.3f}")
+        rule(c["accuracy"] >= cfg.min_accuracy,
+             f"{name}: accuracy {c['accuracy']:.4f} vs absolute floor {cfg.min_accuracy:.4f}")
+        if champion is None:
+            continue
+        ch = champion.get(name)
+        if ch is None:
+            rule(False, f"{name}: champion has no score on this set")
+            continue
+        rule(c["accuracy"] >= ch["accuracy"] + cfg.min_accuracy_gain,
+             f"{name}: accuracy {c['accuracy']:.4f} vs champion {ch['accuracy']:.4f} + margin {cfg.min_accuracy_gain:.4f}")
+        rule(c["macro_f1"] >= ch["macro_f1"] - cfg.macro_f1_tolerance,
+             f"{name}: macro-F1 {c['macro_f1']:.4f} vs champion {ch['macro_f1']:.4f}"
+             + (f" - tolerance {cfg.macro_f1_tolerance:.4f}" if cfg.macro_f1_tolerance else ""))
+    rule(candidate_latency_ms <= cfg.max_latency_ms,
+         f"single-face latency {candidate_latency_ms:.3f} ms vs budget {cfg.max_latency_ms:.3f} ms")
+    if champion is None:
+        reasons.append("INFO no champion yet: only the floors apply")
+    return Decision(ok, reasons, candidate, champion or {}, champion_version)
+
+
+def summary_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Flat `set_metric` numbers for registry tags and tables."""
+    return {f"{name}_{key}": float(r[key]) for name, r in results.items() for key in ("accuracy", "macro_f1", "loss")}

@@ -1,0 +1,65 @@
+"""The retraining flow in-process under prefect_test_harness: promote, skip when unchanged, reuse work."""
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from fer_core import registry
+from fer_core.config import load_settings
+from flows.retrain import retrain, summary_markdown
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def _overrides(tmp_path, data, *extra):
+    return [f'home="{tmp_path / "home"}"', f'data.fer2013="{data["fer2013"]}"', f'data.expw="{data["expw"]}"',
+            "train.epochs=1", "train.width=8", "train.batch_size=32", "gate.min_class_recall=0",
+            "pipeline.retry_delay_s=0.1", *extra]
+
+
+def test_flow_promotes_then_skips_then_gates_a_changed_run(harness, small_data, tmp_path):
+    ov = _overrides(tmp_path, small_data)
+    first = retrain(None, ov)
+    assert first["status"] == "promoted" and first["version"]["version"] == "1"
+    s = load_settings(None, ov, environ={})
+    champ = registry.champion(s)
+    assert champ.version == "1"
+    for tag in ("dataset.version", "dataset.fingerprint", "config_hash", "git_commit", "train_key", "gate.decision",
+                "gate.reasons", "run_id"):
+        assert champ.tags.get(tag), tag
+    assert champ.tags["gate.decision"] == "promote" and "test_accuracy" in champ.metrics
+    assert "INFO no champion yet" in champ.tags["gate.reasons"]
+
+    second = retrain(None, ov)
+    assert second["status"] == "skipped" and second["reason"].startswith("nothing changed: champion version 1")
+
+    changed = retrain(None, [*ov, "train.seed=7"])
+    assert changed["status"] in ("promoted", "rejected") and changed["version"]["version"] == "2"
+    assert changed["decision"]["champion_version"] == "1" and "test" in changed["decision"]["champion"]
+    assert any("vs champion" in r for r in changed["decision"]["reasons"])
+    v2 = registry.get_version(s, "2")
+    assert v2.tags["gate.decision"] == changed["decision"]["verdict"]
+    expected_champion = "2" if changed["status"] == "promoted" else "1"
+    assert registry.champion(s).version == expected_champion
+    md = summary_markdown(changed)
+    assert "## Gate:" in md and "| test |" in md
+
+
+def test_rerun_reuses_finished_work_and_says_so(harness, small_data, tmp_path):
+    strict = _overrides(tmp_path, small_data, "gate.min_accuracy=0.999")
+    first = retrain(None, strict)
+    assert first["status"] == "rejected" and first["aliases"]["challenger"] == "1"
+    assert not first["dataset"]["reused"] and not first["train"]["reused"]
+    relaxed = _overrides(tmp_path, small_data)  # gate settings do not change the work, only the decision
+    second = retrain(None, relaxed)
+    assert second["dataset"]["reused"] and second["train"]["reused"] and second["version"]["reused"]
+    assert second["train"]["run_id"] == first["train"]["run_id"] and second["version"]["version"] == "1"
+    assert second["status"] == "promoted"
+    s = load_settings(None, relaxed, environ={})
+    assert registry.champion(s).version == "1" and registry.get_version(s, "1").tags["gate.decision"] == "promote"
+    assert registry.alias_version(s, "challenger") is None

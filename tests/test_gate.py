@@ -1,0 +1,68 @@
+"""Every rule of the promotion gate."""
+
+import pytest
+
+from fer_core import gate
+from fer_core.config import GateSettings
+from fer_core.labels import EMOTIONS
+
+
+def result(acc: float, f1: float, recalls: dict[str, float] | None = None) -> dict:
+    recalls = recalls or {}
+    return {"n": 100, "accuracy": acc, "macro_f1": f1, "loss": 1.0,
+            "per_class": {e: {"precision": 0.5, "recall": recalls.get(e, 0.5), "f1": 0.5, "support": 10}
+                          for e in EMOTIONS}}
+
+
+CFG = GateSettings(min_accuracy_gain=0.01, macro_f1_tolerance=0.0, min_class_recall=0.2, max_latency_ms=2.0)
+
+
+def test_no_champion_needs_only_the_floors():
+    d = gate.decide({"test": result(0.3, 0.2)}, None, 1.0, CFG)
+    assert d.promote and any("no champion" in r for r in d.reasons)
+    assert not gate.decide({"test": result(0.3, 0.2, {"disgust": 0.1})}, None, 1.0, CFG).promote
+    assert not gate.decide({"test": result(0.3, 0.2)}, None, 1.0, GateSettings(min_accuracy=0.5)).promote
+
+
+def test_accuracy_must_beat_champion_by_margin_on_every_set():
+    champ = {"test": result(0.60, 0.5), "fer2013_publictest": result(0.60, 0.5)}
+    better = {"test": result(0.62, 0.5), "fer2013_publictest": result(0.615, 0.5)}
+    assert gate.decide(better, champ, 1.0, CFG, "3").promote
+    within_margin = {"test": result(0.62, 0.5), "fer2013_publictest": result(0.605, 0.5)}
+    d = gate.decide(within_margin, champ, 1.0, CFG, "3")
+    assert not d.promote
+    assert any(r.startswith("FAIL fer2013_publictest: accuracy 0.6050 vs champion 0.6000") for r in d.reasons)
+    assert d.champion_version == "3" and d.verdict == "reject"
+
+
+def test_macro_f1_may_not_drop():
+    champ = {"test": result(0.60, 0.50)}
+    d = gate.decide({"test": result(0.65, 0.49)}, champ, 1.0, CFG)
+    assert not d.promote and any(r.startswith("FAIL test: macro-F1") for r in d.reasons)
+    tolerant = GateSettings(min_accuracy_gain=0.01, macro_f1_tolerance=0.02, min_class_recall=0.2)
+    assert gate.decide({"test": result(0.65, 0.49)}, champ, 1.0, tolerant).promote
+
+
+def test_class_recall_floor_applies_with_a_champion_too():
+    champ = {"test": result(0.60, 0.50)}
+    d = gate.decide({"test": result(0.70, 0.60, {"fear": 0.19})}, champ, 1.0, CFG)
+    assert not d.promote and "FAIL test: lowest class recall fear 0.190 vs floor 0.200" in d.reasons
+
+
+def test_latency_budget():
+    d = gate.decide({"test": result(0.7, 0.6)}, {"test": result(0.6, 0.5)}, 2.5, CFG)
+    assert not d.promote and "FAIL single-face latency 2.500 ms vs budget 2.000 ms" in d.reasons
+
+
+def test_champion_missing_a_set_and_empty_candidate_fail():
+    assert not gate.decide({"test": result(0.7, 0.6), "extra": result(0.7, 0.6)}, {"test": result(0.6, 0.5)},
+                           1.0, CFG).promote
+    assert not gate.decide({}, None, 1.0, CFG).promote
+
+
+def test_every_decision_lists_its_reasons():
+    d = gate.decide({"test": result(0.7, 0.6)}, {"test": result(0.6, 0.5)}, 1.0, CFG, "1")
+    assert d.promote and len(d.reasons) == 5 and all(r.startswith(("PASS", "FAIL", "INFO")) for r in d.reasons)
+    assert d.as_json()["verdict"] == "promote"
+    assert gate.summary_metrics({"test": result(0.7, 0.6)}) == pytest.approx(
+        {"test_accuracy": 0.7, "test_macro_f1": 0.6, "test_loss": 1.0})
