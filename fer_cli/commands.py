@@ -220,4 +220,74 @@ def add_models(sub) -> None:
     p.set_defaults(func=cmd_models_rollback)
 
 
-ALL = [add_evaluate, add_predict, add_pipeline, add_models]
+
+# --- fer serve / analyze / bench --------------------------------------------------------------------
+
+def cmd_serve(args) -> int:
+    from fer_cli.output import emit
+    from serving.worker import Worker, WorkerOptions
+
+    s = _settings(args)
+    opts = WorkerOptions(source=args.source, model_uri=args.model or _default_model(s), http=args.http or s.serve.http,
+                         display=args.display, record=args.record or "", timeline=args.timeline or "",
+                         max_frames=args.max_frames, detector=args.detector)
+    emit(Worker(s, opts).run())
+    return 0
+
+
+def add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="the realtime worker")
+    _common(p)
+    p.add_argument("--source", required=True, help="camera index (0), video file, or rtsp:// / http:// URL")
+    p.add_argument("--http", help="HOST:PORT for metrics, health and the preview page (default 127.0.0.1 only)")
+    p.add_argument("--display", action="store_true", help="show an annotated window")
+    p.add_argument("--record", help="write the annotated video to this file")
+    p.add_argument("--timeline", help="write the emotion timeline CSV here (local or gs://)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after N frames")
+    p.add_argument("--model", help="model URI or .keras file (default: champion)")
+    p.add_argument("--detector", default="full", choices=("full", "track"), help="Haar mode (see README)")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_analyze(args) -> int:
+    from fer_cli.output import emit
+    from serving.analyze import analyze
+
+    s = _settings(args)
+    if not Path(args.video).is_file():
+        raise FileNotFoundError(f"video not found: {args.video}")
+    emit(analyze(s, args.video, args.out, args.model or _default_model(s), args.detector))
+    return 0
+
+
+def add_analyze(sub) -> None:
+    p = sub.add_parser("analyze", help="offline analysis of a video: timeline, summary, plot, annotated video")
+    _common(p)
+    p.add_argument("video")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", help="model URI or .keras file (default: champion)")
+    p.add_argument("--detector", default="full", choices=("full", "track"))
+    p.set_defaults(func=cmd_analyze)
+
+
+def cmd_bench_realtime(args) -> int:
+    from fer_cli.output import emit
+    from serving.bench import realtime
+
+    s = _settings(args)
+    emit(realtime(s, args.video, args.model or _default_model(s), args.detector, args.naive_frames))
+    return 0
+
+
+def add_bench(sub) -> None:
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
+    p = bench.add_parser("realtime", help="the worker on a video: fps, latency, recall vs full Haar, naive loop")
+    _common(p)
+    p.add_argument("video")
+    p.add_argument("--model", help="model URI or .keras file (default: champion)")
+    p.add_argument("--detector", default="full", choices=("full", "track"))
+    p.add_argument("--naive-frames", type=int, default=40, help="frames for the seed's naive loop (0 skips it)")
+    p.set_defaults(func=cmd_bench_realtime)
+
+
+ALL = [add_evaluate, add_predict, add_pipeline, add_models, add_serve, add_analyze, add_bench]

@@ -92,3 +92,62 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = iw * ih
     union = (a[:, 2:3] * a[:, 3:4]) + (b[:, 2] * b[:, 3]) - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def redetect_near(detector: HaarDetector, gray: np.ndarray, seeds: np.ndarray, grow: float = 0.4,
+                  face_px: int = 48, size_range: tuple[float, float] = (0.75, 1.35), gap: int = 32) -> np.ndarray:
+    """Run the cascade only around each seed box, for faces of about the seed's size: one call per frame.
+
+    OpenCV's detectMultiScale costs ~1 ms per call whatever the image size, so the windows around all
+    seeds are scaled (seed face -> `face_px`) and laid side by side, with black gaps, in one mosaic.
+    Boxes are mapped back to frame pixels. A seed with no face near it yields nothing.
+    """
+    seeds = np.asarray(seeds, np.int64).reshape(-1, 4)
+    if not len(seeds):
+        return np.zeros((0, 4), np.int32)
+    h, w = gray.shape[:2]
+    tiles, placements = [], []  # placement: (mosaic x0, scale, roi x0, roi y0, tile width)
+    x_cursor = 0
+    for x, y, bw, bh in seeds:
+        gx, gy = int(bw * grow), int(bh * grow)
+        x0, y0 = max(0, x - gx), max(0, y - gy)
+        x1, y1 = min(w, x + bw + gx), min(h, y + bh + gy)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            continue
+        scale = min(1.0, face_px / max(bw, bh))
+        tile = cv2.resize(gray[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        tiles.append(tile)
+        placements.append((x_cursor, scale, x0, y0, tile.shape[1]))
+        x_cursor += tile.shape[1] + gap
+    if not tiles:
+        return np.zeros((0, 4), np.int32)
+    mosaic = np.zeros((max(t.shape[0] for t in tiles), x_cursor - gap), np.uint8)
+    for tile, (mx, *_rest) in zip(tiles, placements, strict=True):
+        mosaic[: tile.shape[0], mx: mx + tile.shape[1]] = tile
+    lo, hi = int(face_px * size_range[0]), int(face_px * size_range[1])
+    boxes = detector._cascade.detectMultiScale(mosaic, scaleFactor=detector.scale_factor,
+                                               minNeighbors=detector.min_neighbors, minSize=(lo, lo), maxSize=(hi, hi))
+    found = []
+    for bx, by, bw2, bh2 in np.asarray(boxes).reshape(-1, 4):
+        cx = bx + bw2 / 2
+        for mx, scale, x0, y0, tw in placements:
+            if mx <= cx < mx + tw:
+                found.append((round((bx - mx) / scale + x0), round(by / scale + y0), round(bw2 / scale),
+                              round(bh2 / scale)))
+                break
+    return nms(np.asarray(found, np.int32).reshape(-1, 4))
+
+
+def nms(boxes: np.ndarray, threshold: float = 0.3) -> np.ndarray:
+    """Drop boxes overlapping an earlier, larger one by more than `threshold` IoU."""
+    boxes = np.asarray(boxes, np.int32).reshape(-1, 4)
+    if len(boxes) < 2:
+        return boxes
+    order = np.argsort(-(boxes[:, 2] * boxes[:, 3]), kind="stable")
+    boxes = boxes[order]
+    keep: list[int] = []
+    overlaps = iou(boxes, boxes)
+    for i in range(len(boxes)):
+        if all(overlaps[i, j] <= threshold for j in keep):
+            keep.append(i)
+    return boxes[sorted(keep)]

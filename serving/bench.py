@@ -1,0 +1,65 @@
+"""`fer bench realtime`: the worker end to end on a video, its detection recall, and the seed's naive loop."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+
+from fer_core import detect, models, registry
+from fer_core.config import Settings
+from serving.pipeline import FrameResult
+from serving.worker import Worker, WorkerOptions
+
+
+def reference_boxes(video: str) -> list[np.ndarray]:
+    """Full-resolution Haar (scaleFactor 1.1, minNeighbors 5, minSize 48x48) on every frame."""
+    ref = detect.HaarDetector(1.1, 5, 48, 0)
+    cap = cv2.VideoCapture(video)
+    out = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        out.append(ref.detect(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)))
+    return out
+
+
+def naive_loop(video: str, keras_path: str, max_frames: int = 40) -> float:
+    """The seed's loop: Haar with defaults on the full frame, `model.predict` per face. Frames/s."""
+    model = models.load(keras_path)
+    cascade = cv2.CascadeClassifier(str(detect.cascade_path()))
+    cap = cv2.VideoCapture(video)
+    n, t0 = 0, time.perf_counter()
+    while n < max_frames:
+        ok, image = cap.read()
+        if not ok:
+            break
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        for x, y, w, h in cascade.detectMultiScale(gray):
+            face = cv2.resize(gray[y:y + h, x:x + w], (48, 48))
+            model.predict(face[None], verbose=0)
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def realtime(settings: Settings, video: str, model_uri: str, detector: str = "full", naive_frames: int = 40,
+             ) -> dict[str, Any]:
+    results: list[FrameResult] = []
+    worker = Worker(settings, WorkerOptions(source=video, model_uri=model_uri, detector=detector))
+    worker.results_hook = results.append
+    run = worker.run()
+    ref = reference_boxes(video)
+    kept = total = 0
+    for r, res in zip(ref, results, strict=False):
+        total += len(r)
+        if len(r) and len(res.detections):
+            kept += int((detect.iou(r, res.detections.boxes).max(axis=1) >= 0.5).sum())
+    naive_fps = naive_loop(video, str(registry.resolve(model_uri, settings).path), naive_frames) if naive_frames else 0
+    return {"video": video, "detector": detector, "frames": run["frames"], "fps": run["fps"],
+            "p50_ms": run["p50_ms"], "p95_ms": run["p95_ms"], "faces": run["faces"],
+            "reference_faces": total, "kept": round(kept / total, 4) if total else 1.0,
+            "naive_fps": round(naive_fps, 2), "speedup": round(run["fps"] / naive_fps, 2) if naive_fps else None,
+            "model_version": run["model_version"]}

@@ -1,0 +1,92 @@
+"""The served model: loaded from the registry (or a file), polled, and hot-swapped between frames.
+
+A new champion is loaded on a background thread and swapped in atomically; a load that fails keeps
+the current model serving and is counted. The last good registry model is cached on disk
+(fer_core.registry), so a worker starts even when the registry is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from fer_core import registry
+from fer_core.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    def __init__(self, uri: str, settings: Settings, metrics=None, poll_s: float | None = None):
+        self.uri, self.settings, self.metrics = uri, settings, metrics
+        self.poll_s = settings.serve.poll_s if poll_s is None else poll_s
+        self.classifier = None
+        self.version = ""
+        self.failures = 0
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.classifier is not None
+
+    def _current_version(self) -> str | None:
+        if not self.uri.startswith("models:/") or "@" not in self.uri:
+            return None
+        alias = self.uri.split("@", 1)[1]
+        info = registry.alias_version(self.settings, alias)
+        return info.version if info else None
+
+    def load(self) -> bool:
+        """Load (or reload) the model; keep the current one when it fails."""
+        try:
+            clf = registry.load_classifier(self.uri, self.settings)
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the old model
+            self.failures += 1
+            self.last_error = f"{exc.__class__.__name__}: {exc}"
+            log.error("model load failed (%s); %s", self.last_error,
+                      f"still serving version {self.version}" if self.ready else "no model yet")
+            if self.metrics:
+                self.metrics.reloads.labels(result="failure").inc()
+            return False
+        self.classifier, self.version = clf, clf.version  # one reference swap: atomic between frames
+        if self.metrics:
+            self.metrics.reloads.labels(result="success").inc()
+            self.metrics.model.info({"version": str(self.version), "uri": self.uri})
+        log.info("serving model %s (%s)", self.version, self.uri)
+        return True
+
+    def check(self) -> bool:
+        """Reload when the alias now points at another version; True when a swap happened."""
+        try:
+            latest = self._current_version()
+        except Exception as exc:  # noqa: BLE001 - registry down: keep serving
+            log.warning("cannot poll %s: %s", self.uri, exc)
+            return False
+        if latest is None or latest == self.version:
+            return False
+        log.info("alias moved: %s -> %s; loading in the background", self.version, latest)
+        before = self.version
+        return self.load() and self.version != before
+
+    def start_polling(self) -> None:
+        if self.poll_s <= 0 or not self.uri.startswith("models:/"):
+            return
+
+        def loop():
+            while not self._stop.wait(self.poll_s):
+                self.check()
+
+        self._thread = threading.Thread(target=loop, name="fer-model-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.ready

@@ -1,0 +1,204 @@
+"""The realtime worker: source -> pipeline -> sinks, with metrics, health, preview and graceful stop."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from fer_core.config import Settings
+from serving import sources
+from serving.http import WorkerHTTP
+from serving.metrics import SourceStats, WorkerMetrics
+from serving.model import ModelHolder
+from serving.pipeline import FaceFinder, FramePipeline, FrameResult
+from serving.sinks import Annotator, PreviewState, Timeline, VideoRecorder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerOptions:
+    source: str
+    model_uri: str
+    http: str = ""
+    display: bool = False
+    record: str = ""
+    timeline: str = ""
+    max_frames: int = 0
+    detector: str = "full"
+    scan_every: int = 6
+    preview_fps: float = 15.0
+    model_wait_s: float = 60.0
+
+
+class Worker:
+    def __init__(self, settings: Settings, options: WorkerOptions):
+        self.settings, self.opt = settings, options
+        self.metrics = WorkerMetrics()
+        self.stats = SourceStats()
+        self.model = ModelHolder(options.model_uri, settings, self.metrics)
+        self.pipeline = FramePipeline(FaceFinder(options.detector, options.scan_every), self.model)
+        self.annotator = Annotator()
+        self.preview = PreviewState()
+        self.timeline = Timeline(options.timeline) if options.timeline else None
+        self.recorder: VideoRecorder | None = None
+        self.http = WorkerHTTP(options.http, self, settings.serve.token) if options.http else None
+        self.source = None
+        self.stopped = False
+        self._stop = threading.Event()
+        self.frames = 0
+        self.faces = 0
+        self.fps = 0.0
+        self.latencies: list[float] = []
+        self.results_hook = None  # optional callable(FrameResult) for analyze/bench
+        self._synced = SourceStats()
+
+    # --- state for /readyz and /api/status ---------------------------------------------------------------
+    @property
+    def source_open(self) -> bool:
+        return bool(self.source is not None and self.source.opened)
+
+    @property
+    def ready(self) -> bool:
+        return self.model.ready and self.source_open
+
+    def status(self) -> dict:
+        return {"model_version": self.model.version, "model_uri": self.opt.model_uri, "fps": round(self.fps, 2),
+                "frames": self.frames, "faces": self.faces, "ready": self.ready,
+                "last_minute": self.preview.distribution(), "reload_failures": self.model.failures}
+
+    def stop(self, *_args) -> None:
+        self._stop.set()
+
+    # --- the loop -------------------------------------------------------------------------------------------
+    def _frames(self):
+        """Frames from the source; a file is decoded ahead on its own thread (decode || process)."""
+        src = self.source
+        if src.live:
+            while not self._stop.is_set():
+                frame = src.read(timeout=1.0)
+                if frame is not None:
+                    yield frame
+            return
+        q: queue.Queue = queue.Queue(maxsize=16)
+        done = object()
+
+        def decode():
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                frame = src.read()
+                if frame is None:
+                    break
+                self.metrics.latency.labels(stage="decode").observe((time.perf_counter() - t0) * 1000)
+                q.put(frame)
+            q.put(done)
+
+        threading.Thread(target=decode, name="fer-decode", daemon=True).start()
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            yield item
+
+    def _sync_source_stats(self) -> None:
+        for name, counter in (("reconnects", self.metrics.reconnects), ("dropped_frames", self.metrics.dropped),
+                              ("corrupt_frames", self.metrics.corrupt)):
+            delta = getattr(self.stats, name) - getattr(self._synced, name)
+            if delta > 0:
+                counter.inc(delta)
+                setattr(self._synced, name, getattr(self.stats, name))
+
+    def _emit(self, frame, result: FrameResult) -> None:
+        m = self.metrics
+        m.frames.inc()
+        if len(result.detections):
+            m.faces.inc(len(result.detections))
+            for label in result.detections.labels:
+                m.emotions.labels(emotion=label).inc()
+        for stage, ms in result.timings_ms.items():
+            m.latency.labels(stage=stage).observe(ms)
+        if self.timeline is not None:
+            self.timeline.add(result)
+        if self.results_hook is not None:
+            self.results_hook(result)
+        want_preview = self.http is not None and time.monotonic() - self._last_preview >= 1 / self.opt.preview_fps
+        if self.opt.record or self.opt.display or want_preview:
+            annotated = self.annotator.draw(frame.image.copy() if want_preview else frame.image, result)
+            if self.opt.record:
+                if self.recorder is None:
+                    self.recorder = VideoRecorder(self.opt.record, getattr(self.source, "fps", 25.0) or 25.0)
+                self.recorder.write(annotated)
+            if want_preview:
+                self.preview.update(annotated, result)
+                self._last_preview = time.monotonic()
+            if self.opt.display:
+                import cv2
+
+                cv2.imshow("fer", annotated)
+                if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                    self.stop()
+
+    def run(self) -> dict:
+        """Run until the source ends, max_frames, or a stop signal; returns a summary."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        if self.http is not None:
+            self.http.start()
+        self._last_preview = 0.0
+        started = time.perf_counter()
+        try:
+            threading.Thread(target=self.model.load, name="fer-model-load", daemon=True).start()
+            self.source = sources.open_source(self.opt.source, self.stats)
+            if not self.model.wait_ready(self.opt.model_wait_s):
+                raise RuntimeError(f"no model could be loaded from {self.opt.model_uri}: {self.model.last_error}")
+            self.model.start_polling()
+            self.metrics.ready.set(1)
+            window_start, window_frames = time.perf_counter(), 0
+            started = time.perf_counter()  # throughput counts from the first frame, not from start-up
+            for frame in self._frames():
+                t0 = time.perf_counter()
+                result = self.pipeline.process(frame.index, frame.timestamp, frame.image)
+                self._emit(frame, result)
+                total = (time.perf_counter() - t0) * 1000
+                self.metrics.latency.labels(stage="total").observe(total)
+                self.latencies.append(total)
+                self.frames += 1
+                self.faces += len(result.detections)
+                window_frames += 1
+                now = time.perf_counter()
+                if now - window_start >= 1.0:
+                    self.fps = window_frames / (now - window_start)
+                    self.metrics.fps.set(self.fps)
+                    window_start, window_frames = now, 0
+                    self._sync_source_stats()
+                if self._stop.is_set() or (self.opt.max_frames and self.frames >= self.opt.max_frames):
+                    break
+        finally:
+            self.stopped = True
+            self.metrics.ready.set(0)
+            self._sync_source_stats()
+            self.model.stop()
+            if self.source is not None:
+                self.source.close()
+            if self.recorder is not None:
+                self.recorder.close()
+            if self.timeline is not None:
+                self.timeline.close()
+            self.pipeline.finder.close()
+            if self.http is not None:
+                self.http.stop()
+        seconds = time.perf_counter() - started
+        lat = np.asarray(self.latencies or [0.0])
+        return {"frames": self.frames, "faces": self.faces, "seconds": round(seconds, 3),
+                "fps": round(self.frames / seconds, 2) if seconds else 0.0,
+                "p50_ms": round(float(np.percentile(lat, 50)), 3), "p95_ms": round(float(np.percentile(lat, 95)), 3),
+                "model_version": self.model.version, "reload_failures": self.model.failures,
+                "corrupt_frames": self.stats.corrupt_frames, "dropped_frames": self.stats.dropped_frames,
+                "reconnects": self.stats.reconnects, "timeline": self.opt.timeline, "record": self.opt.record}

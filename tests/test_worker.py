@@ -1,0 +1,200 @@
+"""The realtime worker on the real face video: outputs, metrics, health, token, sources, reload, SIGTERM."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import httpx
+import mlflow
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fer_core import models, promotion, registry, tracking
+from fer_core.config import load_settings
+from fer_core.labels import EMOTIONS
+from serving import sources
+from serving.http import TokenRequired, WorkerHTTP
+from serving.metrics import SourceStats
+from serving.worker import Worker, WorkerOptions
+from tests import helpers
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def video():
+    reason = helpers.shared_missing(helpers.VIDEO)
+    if reason:
+        pytest.skip(reason)
+    return str(helpers.VIDEO)
+
+
+def _rows(path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def _settings(tmp_path, *extra):
+    return load_settings(None, [f'home="{tmp_path / "home"}"', *extra], environ={})
+
+
+def test_worker_over_real_video_with_local_model(video, tiny_model_path, tmp_path):
+    port = helpers.free_port()
+    opts = WorkerOptions(source=video, model_uri=str(tiny_model_path), http=f"127.0.0.1:{port}",
+                         timeline=str(tmp_path / "t.csv"), record=str(tmp_path / "a.mp4"))
+    worker = Worker(_settings(tmp_path), opts)
+    scraped = {}
+
+    def scrape():
+        helpers.wait_for_port(port, timeout=60)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        while worker.frames < 60 and not worker.stopped:
+            time.sleep(0.01)
+        scraped["ready"] = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
+        scraped["metrics"] = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        scraped["status"] = httpx.get(f"http://127.0.0.1:{port}/api/status").json()
+
+    t = threading.Thread(target=scrape)
+    t.start()
+    worker.opt.max_frames = 0
+    # slow the loop a little so the scraper sees it mid-run
+    worker.results_hook = lambda r: time.sleep(0.01)
+    summary = worker.run()
+    t.join(30)
+    assert summary["frames"] == 115 and summary["faces"] >= 100 and summary["corrupt_frames"] == 0
+    assert scraped["ready"]["ready"] is True
+    families = {f.name: f for f in text_string_to_metric_families(scraped["metrics"])}
+    assert families["fer_frames"].samples[0].value >= 60
+    stages = {s.labels["stage"] for s in families["fer_stage_latency_ms"].samples if "stage" in s.labels}
+    assert stages == {"decode", "detect", "classify", "total"}
+    assert sum(s.value for s in families["fer_emotions"].samples if s.name == "fer_emotions_total") > 0
+    info = next(f for name, f in families.items() if name.startswith("fer_model") and "reload" not in name)
+    assert info.samples[0].labels["version"] == "model.keras"
+    assert scraped["status"]["model_version"] == "model.keras" and sum(scraped["status"]["last_minute"].values()) > 0
+    rows = _rows(tmp_path / "t.csv")
+    assert len(rows) == summary["faces"] and {r["emotion"] for r in rows} <= set(EMOTIONS)
+    seconds = _rows(tmp_path / "t.seconds.csv")
+    assert [int(r["second"]) for r in seconds] == [0, 1, 2, 3, 4]  # 115 frames at 24.7 fps
+    assert sum(int(r["frames"]) for r in seconds) == 115
+    assert (tmp_path / "a.mp4").stat().st_size > 10_000
+
+
+def test_readyz_before_model_and_token_beyond_loopback(tiny_model_path, tmp_path):
+    class Stub:  # the HTTP layer only reads these attributes
+        metrics = __import__("serving.metrics", fromlist=["WorkerMetrics"]).WorkerMetrics()
+        ready, source_open, stopped = False, False, False
+        model = type("M", (), {"ready": False})()
+
+        def status(self):
+            return {"fps": 0.0}
+
+    with pytest.raises(TokenRequired):
+        WorkerHTTP("0.0.0.0:0", Stub())
+    port = helpers.free_port()
+    http = WorkerHTTP(f"0.0.0.0:{port}", Stub(), token="s3cret").start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/metrics").status_code == 200 and httpx.get(f"{base}/healthz").status_code == 200
+        assert httpx.get(f"{base}/readyz").status_code == 401
+        assert httpx.get(f"{base}/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        r = httpx.get(f"{base}/readyz", headers={"Authorization": "Bearer s3cret"})
+        assert r.status_code == 503 and r.json() == {"ready": False, "model_loaded": False, "source_open": False}
+        assert httpx.get(f"{base}/api/status?token=s3cret").status_code == 200
+    finally:
+        http.stop()
+
+
+def test_sources_end_error_and_refuse(tmp_path):
+    with pytest.raises(sources.SourceError):
+        sources.open_source(str(tmp_path / "missing.mp4"))
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 1000)
+    with pytest.raises(sources.SourceError):
+        sources.open_source(str(tmp_path / "bad.mp4"))
+    stats = SourceStats()
+    live = sources.LiveSource(f"http://127.0.0.1:{helpers.free_port()}/none.mjpg", stats, backoff_s=0.05,
+                              open_timeout_s=0.5)
+    time.sleep(0.6)
+    live.close()
+    assert not live.opened and stats.reconnects >= 2  # refused: retried with backoff, no crash
+
+
+def test_sigterm_flushes_the_timeline(video, tiny_model_path, tmp_path):
+    out = tmp_path / "tl.csv"
+    port = helpers.free_port()
+    cmd = helpers.fer_cmd("serve", "--source", video, "--model", str(tiny_model_path), "--timeline", str(out),
+                          "--http", f"127.0.0.1:{port}", "--set", f"home={tmp_path / 'home'}")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    helpers.wait_for_port(port, proc, timeout=120)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # stop it mid-run, once frames flow
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=1).json()["frames"] >= 5:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(30)
+    assert proc.returncode == 0, stderr[-2000:]
+    summary = json.loads(stdout)
+    assert 5 <= summary["frames"] < 115  # stopped before the end of the video
+    assert out.exists() and (tmp_path / "tl.seconds.csv").exists()
+    assert len(_rows(out)) == summary["faces"]
+
+
+def test_analyze_writes_every_output(video, tiny_model_path, tmp_path):
+    out = tmp_path / "analysis"
+    proc = subprocess.run(helpers.fer_cmd("analyze", video, "--out", str(out), "--model", str(tiny_model_path),
+                                          "--set", f"home={tmp_path / 'home'}"), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    for key in ("timeline", "per_second", "summary", "plot", "video"):
+        assert os.path.getsize(summary["outputs"][key]) > 100, key
+    assert summary["frames"] == 115 and summary["seconds"] == 5 and abs(summary["duration_s"] - 115 / 24.7) < 0.2
+    assert abs(sum(summary["mean_probability"].values()) - 1) < 1e-3
+
+
+@pytest.mark.slow
+def test_hot_reload_from_real_mlflow_server(video, tiny_model_path, mlflow_server, tmp_path):
+    s = _settings(tmp_path, f'mlflow.tracking_uri="{mlflow_server["uri"]}"', 'registry.model_name="fer-reload"',
+                  "serve.poll_s=0.2")
+    registry.ensure_experiment(s)
+    model = models.load(str(tiny_model_path))
+    uris = []
+    for _ in range(2):
+        with mlflow.start_run() as run:
+            info = mlflow.tensorflow.log_model(model, name="model", pip_requirements=tracking.model_requirements())
+        uris.append(registry.register(s, info.model_uri, {}, run_id=run.info.run_id).version)
+    promotion.promote_manual(s, uris[0])
+    worker = Worker(s, WorkerOptions(source=video, model_uri="models:/fer-reload@champion"))
+    seen = []
+
+    def hook(result):
+        seen.append(worker.model.version)
+        time.sleep(0.03)
+        if len(seen) == 20:
+            promotion.promote_manual(s, uris[1])  # the alias moves mid-run
+
+    worker.results_hook = hook
+    summary = worker.run()
+    assert summary["frames"] == 115 and seen[0] == uris[0] and seen[-1] == uris[1]
+    # a broken new version keeps the old one serving
+    with mlflow.start_run() as run:
+        mlflow.log_text("not a model", "model/readme.txt")
+    broken = registry.register(s, f"runs:/{run.info.run_id}/model", {}, run_id=run.info.run_id).version
+    worker2 = Worker(s, WorkerOptions(source=video, model_uri="models:/fer-reload@champion"))
+    versions = []
+
+    def hook2(result):
+        versions.append(worker2.model.version)
+        time.sleep(0.03)
+        if len(versions) == 10:
+            registry.set_alias(s, "champion", broken)
+
+    worker2.results_hook = hook2
+    summary2 = worker2.run()
+    assert summary2["frames"] == 115 and set(versions) == {uris[1]} and summary2["reload_failures"] >= 1
