@@ -1,0 +1,37 @@
+"""Faces/s batched and single-face latency of each zoo model through the TFLite runtime, as JSON lines.
+
+Usage: python bench/classifier.py [--models compact,mobilenetv2,...] [--keras FILE]
+Transfer models are built with weights=None (speed does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fer_core import evaluate, models  # noqa: E402
+from fer_core.classify import Classifier  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default=",".join(models.ZOO))
+    ap.add_argument("--input-size", type=int, default=96)
+    ap.add_argument("--keras", help="also measure this saved model")
+    args = ap.parse_args()
+    todo = [(name, models.build(name, weights=None, input_size=args.input_size)) for name in args.models.split(",")]
+    if args.keras:
+        todo.append((args.keras, models.load(args.keras)))
+    for name, model in todo:
+        clf = Classifier.from_keras(model)
+        speed = evaluate.speed(clf)
+        print(json.dumps({"bench": "classifier", "model": name, "params": model.count_params(),
+                          "tflite_bytes": len(clf.tflite), **speed}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

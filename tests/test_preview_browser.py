@@ -1,0 +1,52 @@
+"""The preview page in headless Chromium (Debian's package): a frame, the model version and a chart."""
+
+import shutil
+import subprocess
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_core.config import load_settings
+from serving.worker import Worker, WorkerOptions
+from tests import helpers
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+         "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup.sh installs it)")
+def test_preview_page_renders_frame_version_and_chart(tiny_model_path, tmp_path):
+    if helpers.shared_missing(helpers.VIDEO):
+        pytest.skip("video missing")
+    port = helpers.free_port()
+    s = load_settings(None, [f'home="{tmp_path / "home"}"'], environ={})
+    worker = Worker(s, WorkerOptions(source=str(helpers.VIDEO), model_uri=str(tiny_model_path),
+                                     http=f"127.0.0.1:{port}"))
+    worker.results_hook = lambda r: time.sleep(0.25)  # keep the stream alive while the browser looks
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        helpers.wait_for_port(port, timeout=60)
+        while worker.frames < 3:
+            time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}/"
+        common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=4000"]
+        dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
+        assert 'id="model">model.keras<' in dom  # the status poll filled in the model version
+        shot = tmp_path / "preview.png"
+        subprocess.run([*common, f"--screenshot={shot}", "--window-size=1100,520", url], capture_output=True,
+                       timeout=90)
+        img = cv2.imread(str(shot))
+        assert img is not None and img.shape[:2] == (520, 1100)
+        frame_area = img[60:400, 16:612]  # where the MJPEG frame is drawn
+        chart_area = img[60:400, 640:1080]
+        assert frame_area.std() > 20  # a real picture, not a blank box
+        assert (np.abs(chart_area.astype(int) - chart_area[5, 5]).sum(axis=2) > 60).mean() > 0.01  # bars drawn
+    finally:
+        worker.stop()
+        thread.join(30)
