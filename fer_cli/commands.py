@@ -22,6 +22,20 @@ def _default_model(settings) -> str:
     return f"models:/{settings.registry.model_name}@{settings.registry.champion_alias}"
 
 
+def _model_for_worker(settings, model: str | None) -> str:
+    """The model URI to serve; an empty registry is first given the shipped baseline as champion."""
+    uri = model or _default_model(settings)
+    if uri == _default_model(settings):
+        from fer_core import baseline, registry
+
+        try:
+            if registry.champion(settings) is None:
+                baseline.bootstrap(settings)
+        except registry.RegistryError:
+            pass  # registry down: the worker falls back to its cached last good model
+    return uri
+
+
 # --- fer evaluate -----------------------------------------------------------------------------------
 
 def cmd_evaluate(args) -> int:
@@ -218,6 +232,10 @@ def add_models(sub) -> None:
     p = models.add_parser("rollback", help="champion back to the previous champion (recorded)")
     _common(p)
     p.set_defaults(func=cmd_models_rollback)
+    p = models.add_parser("bootstrap", help="register the shipped baseline as champion of an empty registry")
+    _common(p)
+    p.add_argument("--force", action="store_true", help="register it even when there is a champion")
+    p.set_defaults(func=cmd_models_bootstrap)
 
 
 
@@ -228,7 +246,7 @@ def cmd_serve(args) -> int:
     from serving.worker import Worker, WorkerOptions
 
     s = _settings(args)
-    opts = WorkerOptions(source=args.source, model_uri=args.model or _default_model(s), http=args.http or s.serve.http,
+    opts = WorkerOptions(source=args.source, model_uri=_model_for_worker(s, args.model), http=args.http or s.serve.http,
                          display=args.display, record=args.record or "", timeline=args.timeline or "",
                          max_frames=args.max_frames, detector=args.detector)
     emit(Worker(s, opts).run())
@@ -256,7 +274,7 @@ def cmd_analyze(args) -> int:
     s = _settings(args)
     if not Path(args.video).is_file():
         raise FileNotFoundError(f"video not found: {args.video}")
-    emit(analyze(s, args.video, args.out, args.model or _default_model(s), args.detector))
+    emit(analyze(s, args.video, args.out, _model_for_worker(s, args.model), args.detector))
     return 0
 
 
@@ -290,4 +308,31 @@ def add_bench(sub) -> None:
     p.set_defaults(func=cmd_bench_realtime)
 
 
-ALL = [add_evaluate, add_predict, add_pipeline, add_models, add_serve, add_analyze, add_bench]
+
+# --- fer demo / fer models bootstrap ----------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    from fer_cli.demo import run_demo
+    from fer_cli.output import emit
+
+    s = _settings(args)
+    _prefect_env(s)
+    emit(run_demo(s))
+    return 0
+
+
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="zero-configuration end-to-end run on embedded defaults")
+    _common(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_models_bootstrap(args) -> int:
+    from fer_cli.output import emit
+    from fer_core import baseline
+
+    emit(baseline.bootstrap(_settings(args), force=args.force))
+    return 0
+
+
+ALL = [add_evaluate, add_predict, add_pipeline, add_models, add_serve, add_analyze, add_bench, add_demo]

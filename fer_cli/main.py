@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from fer_cli import output
 from fer_cli.output import emit
 from fer_core.config import ConfigError, Settings, load_settings
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 log = logging.getLogger("fer")
 EXIT_USAGE = 2
 

@@ -80,7 +80,7 @@ def test_retrain_on_real_servers_registers_caches_and_skips(real, prefect_server
     assert out2["status"] == "promoted" and out2["version"] == out1["version"]
     client = MlflowClient(uri)
     mv = client.get_model_version_by_alias("fer-emotion", "champion")
-    assert mv.version == out2["version"]
+    assert str(mv.version) == out2["version"]
     assert mv.tags["gate.decision"] == "promote" and mv.tags["dataset.version"] == out1["dataset"]
     assert float(mv.tags["metric.test_accuracy"]) == out2["metrics"]["test"]["accuracy"]
     third = _run(prefect_server, tmp_path / "home", uri)
@@ -131,8 +131,8 @@ def test_mlflow_stopped_mid_run(real, prefect_server, tmp_path, restart_after):
         if proc.returncode == 0:
             out = _json(proc)
             assert out["status"] == "promoted"
-            assert [v.version for v in versions] == [out["version"]]
-            assert client.get_model_version_by_alias("fer-emotion", "champion").version == out["version"]
+            assert [str(v.version) for v in versions] == [out["version"]]
+            assert str(client.get_model_version_by_alias("fer-emotion", "champion").version) == out["version"]
         else:
             assert restart_after is None, proc.stderr[-3000:]
             assert "Traceback" not in proc.stderr.splitlines()[-1]
@@ -144,8 +144,8 @@ def test_mlflow_stopped_mid_run(real, prefect_server, tmp_path, restart_after):
                 alias = client.get_model_version_by_alias("fer-emotion", "champion").version
             except Exception:  # noqa: BLE001 - no alias at all
                 alias = None
-            registered = {v.version for v in versions}
-            assert alias is None or alias in registered
+            registered = {str(v.version) for v in versions}
+            assert alias is None or str(alias) in registered
     finally:
         server.stop()
 

@@ -1,0 +1,64 @@
+"""The baseline model shipped with the package, and bootstrapping an empty registry with it.
+
+`assets/baseline.keras` is the compact model trained by `fer pipeline run` on ../shared/data;
+`assets/baseline.json` holds its card's numbers (data fingerprint, config, metrics) and
+`assets/MODEL_CARD.md` its model card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fer_core import promotion, registry
+from fer_core.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def asset(name: str) -> Path:
+    return Path(str(resources.files("fer_core").joinpath("assets", name)))
+
+
+def model_path() -> Path:
+    path = asset("baseline.keras")
+    if not path.is_file():
+        raise FileNotFoundError(f"the shipped baseline model is missing: {path}")
+    return path
+
+
+def card() -> dict[str, Any]:
+    path = asset("baseline.json")
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def bootstrap(settings: Settings, force: bool = False) -> dict[str, Any]:
+    """Register the shipped model as a version and make it champion, when the registry has no champion."""
+    import mlflow
+
+    from fer_core import models, tracking
+
+    current = registry.champion(settings)
+    if current is not None and not force:
+        return {"bootstrapped": False, "champion": current.version, "reason": "the registry already has a champion"}
+    info = card()
+    registry.ensure_experiment(settings)
+    model = models.load(str(model_path()))
+    with mlflow.start_run(run_name="baseline-bootstrap") as run:
+        mlflow.set_tags({"baseline": "true", "dataset.version": info.get("dataset_version", ""),
+                         "git_commit": info.get("git_commit", "")})
+        mlflow.log_metrics({k: float(v) for k, v in info.get("metrics", {}).items()})
+        if asset("MODEL_CARD.md").is_file():
+            mlflow.log_artifact(str(asset("MODEL_CARD.md")))
+        logged = mlflow.tensorflow.log_model(model, name="model", pip_requirements=tracking.model_requirements())
+    tags = {"baseline": "true", "dataset.version": info.get("dataset_version", ""),
+            "dataset.fingerprint": json.dumps(info.get("fingerprint", {})), "config_hash": info.get("config_hash", ""),
+            "git_commit": info.get("git_commit", ""), "model": "compact", registry.DECISION_TAG: "bootstrap",
+            **{f"metric.{k}": v for k, v in info.get("metrics", {}).items()}}
+    version = registry.register(settings, logged.model_uri, tags, run_id=run.info.run_id)
+    moved = promotion.move_champion(settings, version.version, "bootstrap", "shipped baseline model")
+    log.info("bootstrapped the registry with the shipped baseline as version %s", version.version)
+    return {"bootstrapped": True, "champion": version.version, **moved}

@@ -1,0 +1,81 @@
+"""Behaviour of the shipped baseline model, each check against a threshold a worse model fails.
+
+The worse model is the same architecture untrained: it predicts one class for everything, which would
+pass naive invariance checks, so each invariance check also demands varied predictions.
+"""
+
+import numpy as np
+import pytest
+
+from fer_core import baseline, evaluate, models
+from fer_core.classify import Classifier
+from fer_core.data import fer2013
+from fer_core.labels import INDEX
+from tests import helpers
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def public():
+    reason = helpers.shared_missing(helpers.FER2013_CSV)
+    if reason:
+        pytest.skip(reason)
+    table, _ = fer2013.read(str(helpers.FER2013_CSV))
+    pub = table.where((table.meta["usage"] == "PublicTest").to_numpy())
+    return pub.pixels, pub.labels
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Classifier.from_file(baseline.model_path())
+
+
+@pytest.fixture(scope="module")
+def worse():
+    return Classifier.from_keras(models.build("compact"))
+
+
+def agreement_ok(clf, x, transform, threshold: float) -> bool:
+    pred = clf.predict(x).argmax(1)
+    changed = clf.predict(transform(x)).argmax(1)
+    return (changed == pred).mean() >= threshold and len(set(pred)) >= 5
+
+
+def test_horizontal_flip_invariance(public, shipped, worse):
+    x = public[0][:1000]
+    flip = lambda f: f[:, :, ::-1]  # noqa: E731
+    assert agreement_ok(shipped, x, flip, 0.70)
+    assert not agreement_ok(worse, x, flip, 0.70)
+
+
+@pytest.mark.parametrize("factor", [0.8, 1.2])
+def test_brightness_stability(public, shipped, worse, factor):
+    x = public[0][:1000]
+    scale = lambda f: np.clip(f.astype(np.float32) * factor, 0, 255).astype(np.uint8)  # noqa: E731
+    assert agreement_ok(shipped, x, scale, 0.80)
+    assert not agreement_ok(worse, x, scale, 0.80)
+
+
+def clear_expressions_ok(clf, x, y) -> bool:
+    """Happy and surprise are FER2013's clearest classes: most of their PublicTest faces must be right."""
+    for emotion, floor in (("happy", 0.65), ("surprise", 0.60)):
+        idx = np.flatnonzero(y == INDEX[emotion])[:150]
+        if (clf.predict(x[idx]).argmax(1) == INDEX[emotion]).mean() < floor:
+            return False
+    return True
+
+
+def test_clear_expressions_predicted_right(public, shipped, worse):
+    assert clear_expressions_ok(shipped, *public)
+    assert not clear_expressions_ok(worse, *public)
+
+
+def test_calibration_reported_and_bounded(public, shipped):
+    x, y = public[0][:2000], public[1][:2000]
+    probs = shipped.predict(x)
+    ece = evaluate.expected_calibration_error(y, probs)
+    print(f"expected calibration error on 2,000 PublicTest faces: {ece:.4f}")
+    assert ece <= 0.10
+    sharpened = probs**4 / (probs**4).sum(axis=1, keepdims=True)  # the same model, overconfident
+    assert evaluate.expected_calibration_error(y, sharpened) > 0.10
