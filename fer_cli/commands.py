@@ -18,6 +18,37 @@ def _settings(args):
     return load_settings(args.config, args.set)
 
 
+# --- fer data ---------------------------------------------------------------------------------------
+
+def cmd_data_build(args) -> int:
+    from fer_cli.output import emit
+    from fer_core.data import dataset
+
+    emit(dataset.build(_settings(args), force=args.force).summary())
+    return 0
+
+
+def cmd_data_stats(args) -> int:
+    from fer_cli.output import emit
+    from fer_core.data import dataset
+
+    emit(dataset.load_stats(args.version, _settings(args)))
+    return 0
+
+
+def add_data(sub) -> None:
+    data = sub.add_parser("data", help="build and inspect versioned datasets").add_subparsers(dest="data_cmd",
+                                                                                               required=True)
+    p = data.add_parser("build", help="ingest, merge, undersample, split, SMOTE; print a JSON summary")
+    _common(p)
+    p.add_argument("--force", action="store_true", help="rebuild even if this version exists")
+    p.set_defaults(func=cmd_data_build)
+    p = data.add_parser("stats", help="print the stats JSON of a built dataset version")
+    _common(p)
+    p.add_argument("version", help="a version name (under the datasets root) or a dataset folder")
+    p.set_defaults(func=cmd_data_stats)
+
+
 def _default_model(settings) -> str:
     return f"models:/{settings.registry.model_name}@{settings.registry.champion_alias}"
 
@@ -335,4 +366,4 @@ def cmd_models_bootstrap(args) -> int:
     return 0
 
 
-ALL = [add_evaluate, add_predict, add_pipeline, add_models, add_serve, add_analyze, add_bench, add_demo]
+ALL = [add_data, add_evaluate, add_predict, add_pipeline, add_models, add_serve, add_analyze, add_bench, add_demo]

@@ -13,8 +13,7 @@ import sys
 from collections.abc import Callable
 
 from fer_cli import output
-from fer_cli.output import emit
-from fer_core.config import ConfigError, Settings, load_settings
+from fer_core.config import ConfigError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 log = logging.getLogger("fer")
@@ -25,50 +24,10 @@ class CommandError(Exception):
     """A failure the user can act on: printed as one line, no traceback."""
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(getattr(args, "config", None), getattr(args, "set", None))
-
-
-# --- data -------------------------------------------------------------------------------------------
-
-def cmd_data_build(args: argparse.Namespace) -> int:
-    from fer_core.data import dataset
-
-    ds = dataset.build(_settings(args), force=args.force)
-    emit(ds.summary())
-    return 0
-
-
-def cmd_data_stats(args: argparse.Namespace) -> int:
-    from fer_core.data import dataset
-
-    emit(dataset.load_stats(args.version, _settings(args)))
-    return 0
-
-
-# --- parser -----------------------------------------------------------------------------------------
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML settings file (also env FER_CONFIG)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting; repeatable")
-
-
 def build_parser(extra: list[Callable[[argparse._SubParsersAction], None]] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer", description="Facial-expression-recognition MLOps platform.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    data = sub.add_parser("data", help="build and inspect versioned datasets").add_subparsers(dest="data_cmd",
-                                                                                               required=True)
-    p = data.add_parser("build", help="ingest, merge, undersample, split, SMOTE; print a JSON summary")
-    _common(p)
-    p.add_argument("--force", action="store_true", help="rebuild even if this version exists")
-    p.set_defaults(func=cmd_data_build)
-    p = data.add_parser("stats", help="print the stats JSON of a built dataset version")
-    _common(p)
-    p.add_argument("version", help="a version name (under the datasets root) or a dataset folder")
-    p.set_defaults(func=cmd_data_stats)
 
     for add in extra or []:
         add(sub)
