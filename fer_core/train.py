@@ -146,6 +146,9 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
         epochs_run += len(hist.epoch)
         for key, values in hist.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
+    best = run_dir / "best.keras"
+    if best.is_file():  # EarlyStopping restores the best weights only when it stops early
+        model.set_weights(models.load(str(best)).get_weights())
     model_path = run_dir / MODEL_FILE
     model.save(model_path)
     steps = sum(len(v) for k, v in history.items() if k == "loss")

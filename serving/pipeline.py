@@ -60,11 +60,11 @@ class FaceFinder:
         if self.mode == "full":
             return self.reference.detect(gray)
         seeds = self._tracks
-        if self._n % self.scan_every == 0:
+        if self._n == 0:
+            seeds = self.reference.detect(gray)  # the first frame has nothing to track yet
+        elif self._n % self.scan_every == 0:
             if self._pending is not None:
                 seeds = np.concatenate([seeds, self._pending.result()])
-            if self._n == 0:
-                seeds = self.reference.detect(gray)
             self._pending = self._pool.submit(self.reference.detect, gray.copy())
         self._n += 1
         found = detect.redetect_near(self.reference, gray, seeds, face_px=64)

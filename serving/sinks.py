@@ -144,9 +144,6 @@ class PreviewState:
                 self._events.popleft()
             self._cond.notify_all()
 
-    def wants_frames(self) -> bool:
-        return True
-
     def next_jpeg(self, after: int, timeout: float = 2.0) -> tuple[int, bytes | None]:
         with self._cond:
             if self._seq <= after:
