@@ -71,19 +71,20 @@ def _flow_runs(api: str) -> list[dict]:
 
 def test_retrain_on_real_servers_registers_caches_and_skips(real, prefect_server, mlflow_server, tmp_path):
     uri = mlflow_server["uri"]
-    first = _run(prefect_server, tmp_path / "home", uri, "--set", "gate.min_accuracy=0.999")
+    own = ("--set", "registry.model_name=fer-servers")  # the session's MLflow server is shared with other tests
+    first = _run(prefect_server, tmp_path / "home", uri, *own, "--set", "gate.min_accuracy=0.999")
     out1 = _json(first)
     assert out1["status"] == "rejected" and not out1["train_reused"]
-    second = _run(prefect_server, tmp_path / "home", uri)
+    second = _run(prefect_server, tmp_path / "home", uri, *own)
     out2 = _json(second)
     assert out2["dataset_reused"] and out2["train_reused"] and out2["version_reused"]
     assert out2["status"] == "promoted" and out2["version"] == out1["version"]
     client = MlflowClient(uri)
-    mv = client.get_model_version_by_alias("fer-emotion", "champion")
+    mv = client.get_model_version_by_alias("fer-servers", "champion")
     assert str(mv.version) == out2["version"]
     assert mv.tags["gate.decision"] == "promote" and mv.tags["dataset.version"] == out1["dataset"]
     assert float(mv.tags["metric.test_accuracy"]) == out2["metrics"]["test"]["accuracy"]
-    third = _run(prefect_server, tmp_path / "home", uri)
+    third = _run(prefect_server, tmp_path / "home", uri, *own)
     assert _json(third)["status"] == "skipped"
     runs = [r for r in _flow_runs(prefect_server) if r["name"] and r["state_type"] == "COMPLETED"]
     assert len(runs) >= 3
