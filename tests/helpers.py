@@ -140,5 +140,13 @@ class MlflowServer:
             self.proc = None
 
 
+def mlflow_client(uri: str):
+    """A client bound to `uri` for both tracking and registry: a bare `MlflowClient(uri)` would take the
+    registry URI that an earlier in-process test set globally (`mlflow.set_registry_uri`)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def fer_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "fer_cli", *args]

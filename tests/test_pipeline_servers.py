@@ -9,7 +9,6 @@ import time
 
 import httpx
 import pytest
-from mlflow.tracking import MlflowClient
 
 from tests import helpers
 
@@ -79,7 +78,7 @@ def test_retrain_on_real_servers_registers_caches_and_skips(real, prefect_server
     out2 = _json(second)
     assert out2["dataset_reused"] and out2["train_reused"] and out2["version_reused"]
     assert out2["status"] == "promoted" and out2["version"] == out1["version"]
-    client = MlflowClient(uri)
+    client = helpers.mlflow_client(uri)
     mv = client.get_model_version_by_alias("fer-servers", "champion")
     assert str(mv.version) == out2["version"]
     assert mv.tags["gate.decision"] == "promote" and mv.tags["dataset.version"] == out1["dataset"]
@@ -96,7 +95,7 @@ def _stop_mlflow_after_training(server: helpers.MlflowServer, restart_after: flo
     """Stop the server as soon as a training run has finished; optionally start it again later."""
 
     def watch():
-        client = MlflowClient(server.uri)
+        client = helpers.mlflow_client(server.uri)
         deadline = time.time() + 400
         while time.time() < deadline:
             try:
@@ -127,7 +126,7 @@ def test_mlflow_stopped_mid_run(real, prefect_server, tmp_path, restart_after):
         watcher.join(60)
         if server.proc is None:
             server.start()  # to inspect what the failed run left behind
-        client = MlflowClient(server.uri)
+        client = helpers.mlflow_client(server.uri)
         versions = client.search_model_versions("name='fer-emotion'")
         if proc.returncode == 0:
             out = _json(proc)

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
 
 from fer_core import registry, tracking
 from fer_core.data import dataset
+from tests import helpers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -20,7 +20,7 @@ def test_training_run_logged_to_real_mlflow_server(settings_factory, small_data,
                          f'wandb.dir="{tmp_path / "wandb"}"')
     ds = dataset.build(s)
     run = tracking.train_and_log(s, ds, tmp_path / "run")
-    client = MlflowClient(mlflow_server["uri"])
+    client = helpers.mlflow_client(mlflow_server["uri"])
     r = client.get_run(run.run_id)
     assert r.data.params["train.model"] == "compact" and r.data.params["train.epochs"] == "2"
     assert r.data.tags["dataset.version"] == ds.version and len(r.data.tags["git_commit"]) >= 7
