@@ -148,6 +148,36 @@ def add_predict(sub) -> None:
 
 
 
+# --- fer train ------------------------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    from fer_cli.output import emit
+    from fer_core import tracking
+    from fer_core.data import dataset
+
+    s = _settings(args)
+    ds = dataset.build(s)
+    run = tracking.train_and_log(s, ds, args.run_dir, run_name=args.name)
+    tr = run.train
+    emit({"run_id": run.run_id, "run_name": run.extra["run_name"], "model_uri": run.model_uri,
+          "dataset": ds.version, "model": s.train.model, "params": tr.params, "epochs_run": tr.epochs_run,
+          "train_seconds": round(tr.seconds, 1), "images_seen": tr.extra.get("images_seen", 0),
+          "budget_spent": tr.extra.get("budget_spent", False),
+          "best_val_accuracy": max(tr.history.get("val_categorical_accuracy", [float("nan")])),
+          "metrics": {n: {k: r[k] for k in ("n", "accuracy", "macro_f1", "loss")} for n, r in run.results.items()},
+          "speed": run.speed})
+    return 0
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="build the dataset, train and evaluate one model, log it to MLflow "
+                                     "(an experiment: nothing is registered or promoted); JSON on stdout")
+    _common(p)
+    p.add_argument("--name", help="MLflow run name (default: model-dataset-time)")
+    p.add_argument("--run-dir", help="checkpoint folder; a re-run with the same folder resumes")
+    p.set_defaults(func=cmd_train)
+
+
 # --- fer pipeline -----------------------------------------------------------------------------------
 
 def _prefect_env(settings) -> None:
@@ -324,7 +354,8 @@ def cmd_bench_realtime(args) -> int:
     from serving.bench import realtime
 
     s = _settings(args)
-    emit(realtime(s, args.video, args.model or _default_model(s), args.detector, args.naive_frames))
+    emit(realtime(s, args.video, args.model or _default_model(s), args.detector, args.naive_frames,
+                  scan_every=args.scan_every))
     return 0
 
 
@@ -335,6 +366,7 @@ def add_bench(sub) -> None:
     p.add_argument("video")
     p.add_argument("--model", help="model URI or .keras file (default: champion)")
     p.add_argument("--detector", default="full", choices=("full", "track"))
+    p.add_argument("--scan-every", type=int, default=6, help="track mode: a full Haar scan every N frames")
     p.add_argument("--naive-frames", type=int, default=40, help="frames for the seed's naive loop (0 skips it)")
     p.set_defaults(func=cmd_bench_realtime)
 
@@ -366,4 +398,4 @@ def cmd_models_bootstrap(args) -> int:
     return 0
 
 
-ALL = [add_data, add_evaluate, add_predict, add_pipeline, add_models, add_serve, add_analyze, add_bench, add_demo]
+ALL = [add_data, add_evaluate, add_predict, add_train, add_pipeline, add_models, add_serve, add_analyze, add_bench, add_demo]

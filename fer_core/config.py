@@ -73,6 +73,7 @@ class TrainSettings(_Section):
     reduce_lr_patience: int = 3
     seed: int = 42
     threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's default
+    max_minutes: float = 0.0  # stop training after this many minutes (0 = no limit): equal budgets on a CPU
 
 
 class MlflowSettings(_Section):

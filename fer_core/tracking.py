@@ -214,14 +214,15 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
         mlflow.log_input(dataset_input, context="training")
         tr = train(settings, ds.splits, run_dir, callbacks=callbacks)
         clf = Classifier.from_keras(tr.model)
-        sets = {name: ds.splits[name] for name in ds.test_sets}
+        sets = ds.eval_sets()
         sets.update(extra_eval_sets(settings))
         results = evaluate_sets(clf, sets)
         speed = evaluate.speed(clf)
         metrics = {f"{n}_{k}": r[k] for n, r in results.items() for k in ("accuracy", "macro_f1", "loss")}
         metrics.update(speed)
         metrics.update({"train_seconds": tr.seconds, "epochs_run": tr.epochs_run, "params": tr.params,
-                        "train_images_per_s": tr.images_per_second})
+                        "train_images_per_s": tr.images_per_second,
+                        "train_images_seen": tr.extra.get("images_seen", 0)})
         mlflow.log_metrics(metrics)
         mlflow.log_text(json.dumps(results, indent=2), "classification_report.json")
         with tempfile.TemporaryDirectory() as tmp:

@@ -85,6 +85,10 @@ class _Progress(keras.callbacks.Callback):
         super().__init__()
         self.path, self.phase, self.t0 = path, phase, time.time()
         self.epoch_seconds: list[float] = []
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.time()
@@ -95,6 +99,23 @@ class _Progress(keras.callbacks.Callback):
                  **{k: float(v) for k, v in (logs or {}).items()}}
         self.path.write_text(json.dumps(state))
         log.info("epoch %d (%s): %s", epoch + 1, self.phase, state)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once the wall-clock budget is spent (checked after every batch, shared by all phases).
+
+    A stopped epoch still validates and checkpoints, so a budget-limited run is a normal run, only shorter.
+    """
+
+    def __init__(self, minutes: float, started: float):
+        super().__init__()
+        self.deadline = started + minutes * 60
+        self.spent = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.time() >= self.deadline:
+            self.spent = True
+            self.model.stop_training = True
 
 
 def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], run_dir: str | Path,
@@ -117,13 +138,18 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     weights = class_weights(y_train) if t.class_weights else None
 
     phases = [("train", t.epochs, t.learning_rate)]
-    if models.is_transfer(model):
+    if models.is_transfer(model) and t.weights:
         fine = t.fine_tune_epochs or max(1, t.epochs // 2)
         phases = [("frozen", max(1, t.epochs - fine), t.learning_rate), ("fine_tune", fine, t.fine_tune_learning_rate)]
+    elif models.is_transfer(model):  # no pretrained weights: a frozen random base would learn nothing
+        models.set_base_trainable(model, True)
+    budget = TimeBudget(t.max_minutes, time.time()) if t.max_minutes > 0 else None
 
     history: dict[str, list[float]] = {}
-    seconds, epochs_run = 0.0, 0
+    seconds, epochs_run, batches = 0.0, 0, 0
     for phase, epochs, lr in phases:
+        if budget is not None and budget.spent:
+            break
         if phase == "fine_tune":
             models.set_base_trainable(model, True)
         _compile(model, lr, t.label_smoothing)
@@ -137,13 +163,14 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
                                           patience=t.early_stopping_patience, restore_best_weights=True),
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=t.reduce_lr_patience,
                                               min_lr=lr / 100),
-            progress, *(callbacks or []),
+            progress, *([budget] if budget else []), *(callbacks or []),
         ]
         started = time.time()
         hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, verbose=0,
                          callbacks=cbs)
         seconds += time.time() - started
         epochs_run += len(hist.epoch)
+        batches += progress.batches
         for key, values in hist.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
     best = run_dir / "best.keras"
@@ -151,7 +178,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
         model.set_weights(models.load(str(best)).get_weights())
     model_path = run_dir / MODEL_FILE
     model.save(model_path)
-    steps = sum(len(v) for k, v in history.items() if k == "loss")
-    ips = (steps * len(x_train)) / seconds if seconds else math.nan
+    images = min(batches * t.batch_size, epochs_run * len(x_train))  # the last batch of an epoch may be short
+    ips = images / seconds if seconds else math.nan
     return TrainResult(model, model_path, history, seconds, epochs_run, ips, model.count_params(),
-                       {"mean": mean, "std": std})
+                       {"mean": mean, "std": std, "images_seen": images, "budget_spent": bool(budget and budget.spent)})

@@ -46,9 +46,10 @@ def naive_loop(video: str, keras_path: str, max_frames: int = 40) -> float:
 
 
 def realtime(settings: Settings, video: str, model_uri: str, detector: str = "full", naive_frames: int = 40,
-             ) -> dict[str, Any]:
+             scan_every: int = 6) -> dict[str, Any]:
     results: list[FrameResult] = []
-    worker = Worker(settings, WorkerOptions(source=video, model_uri=model_uri, detector=detector))
+    worker = Worker(settings, WorkerOptions(source=video, model_uri=model_uri, detector=detector,
+                                            scan_every=scan_every))
     worker.results_hook = results.append
     run = worker.run()
     ref = reference_boxes(video)
@@ -58,7 +59,8 @@ def realtime(settings: Settings, video: str, model_uri: str, detector: str = "fu
         if len(r) and len(res.detections):
             kept += int((detect.iou(r, res.detections.boxes).max(axis=1) >= 0.5).sum())
     naive_fps = naive_loop(video, str(registry.resolve(model_uri, settings).path), naive_frames) if naive_frames else 0
-    return {"video": video, "detector": detector, "frames": run["frames"], "fps": run["fps"],
+    return {"video": video, "detector": detector, "scan_every": scan_every if detector == "track" else None,
+            "frames": run["frames"], "fps": run["fps"],
             "p50_ms": run["p50_ms"], "p95_ms": run["p95_ms"], "faces": run["faces"],
             "reference_faces": total, "kept": round(kept / total, 4) if total else 1.0,
             "naive_fps": round(naive_fps, 2), "speedup": round(run["fps"] / naive_fps, 2) if naive_fps else None,

@@ -140,6 +140,37 @@ class MlflowServer:
             self.proc = None
 
 
+def write_mjpeg_with_corrupt_frames(src: Path | str, path: Path, frames: int, corrupt: set[int]) -> Path:
+    """The first `frames` frames of a real video as an MJPEG AVI, with the JPEG data of the frames in
+    `corrupt` overwritten by zeros in the file: the decoder fails on exactly those frames."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(src))
+    writer = None
+    for _ in range(frames):
+        ok, image = cap.read()
+        assert ok, f"{src} has fewer than {frames} frames"
+        if writer is None:
+            h, w = image.shape[:2]
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), cap.get(cv2.CAP_PROP_FPS), (w, h))
+        writer.write(image)
+    writer.release()
+    cap.release()
+    data = bytearray(path.read_bytes())
+    pos = data.index(b"movi") + 4  # RIFF chunks follow: fourcc, little-endian size, data padded to even
+    index = 0
+    while pos + 8 <= len(data) and data[pos:pos + 4] != b"idx1":
+        fourcc, size = bytes(data[pos:pos + 4]), int.from_bytes(data[pos + 4:pos + 8], "little")
+        if fourcc.endswith(b"dc"):
+            if index in corrupt:
+                data[pos + 8:pos + 8 + size] = bytes(size)
+            index += 1
+        pos += 8 + size + (size & 1)
+    assert index == frames, f"found {index} frame chunks in {path}, expected {frames}"
+    path.write_bytes(data)
+    return path
+
+
 def mlflow_client(uri: str):
     """A client bound to `uri` for both tracking and registry: a bare `MlflowClient(uri)` would take the
     registry URI that an earlier in-process test set globally (`mlflow.set_registry_uri`)."""

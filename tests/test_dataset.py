@@ -137,3 +137,15 @@ def test_unreachable_bucket_is_a_clear_error(settings_factory, gcs_emulator):
     s = settings_factory('data.fer2013="gs://no-such-bucket-here/fer.csv"')
     with pytest.raises(storage.StorageError):
         dataset.build(s)
+
+
+def test_expw_faces_of_the_test_split_are_their_own_eval_set(settings_factory, small_data):
+    s = settings_factory(f'data.fer2013="{small_data["fer2013"]}"', f'data.expw="{small_data["expw"]}"')
+    built = dataset.build(s)
+    manifest = pd.read_csv(Path(built.path) / "manifest.csv")
+    expected = manifest[(manifest["split"] == "test") & (manifest["source"] == "expw")]["label"].to_numpy()
+    for ds in (built, dataset.load(built.version, s)):
+        sets = ds.eval_sets()
+        assert {"test", "fer2013_publictest", "expw_test"} <= set(sets)
+        assert 0 < len(sets["expw_test"][1]) < len(sets["test"][1])
+        assert np.array_equal(sets["expw_test"][1], expected)  # the same faces, in manifest order

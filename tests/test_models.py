@@ -151,3 +151,31 @@ def test_interrupted_run_resumes_from_checkpoint(settings_factory, tmp_path):
     best = models.load(str(tmp_path / "run" / "best.keras"))
     saved = models.load(str(resumed.model_path))
     assert np.allclose(best.predict(x, verbose=0), saved.predict(x, verbose=0), atol=1e-6)
+
+
+def test_time_budget_stops_training_mid_epoch(settings_factory, tmp_path):
+    x, y = _real_subset()
+    s = settings_factory("train.epochs=50", "train.batch_size=4", "train.width=8", "train.max_minutes=0.0005")
+    result = train.train(s, {"train": (x, y), "val": (x[::4], y[::4])}, tmp_path / "run")
+    assert result.extra["budget_spent"] and result.epochs_run == 1
+    assert 0 < result.extra["images_seen"] < len(x)
+    assert np.isfinite(result.history["val_loss"]).all()  # the cut epoch still validated
+
+
+@pytest.mark.slow
+def test_transfer_phases_follow_the_weights(settings_factory, tmp_path):
+    """Pretrained weights (here a weights file, as imagenet cannot be downloaded): frozen, then fine-tuned
+    at the low rate. No weights: the whole network trains from the start at the normal rate."""
+    x, y = _real_subset(4)
+    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    weights_file = tmp_path / "base.weights.h5"
+    base.save_weights(weights_file)
+    common = ("train.model=mobilenetv2", "train.epochs=2", "train.fine_tune_epochs=1", "train.batch_size=16",
+              "train.input_size=32")
+    pretrained = train.train(settings_factory(*common, f'train.weights="{weights_file}"'),
+                             {"train": (x, y), "val": (x, y)}, tmp_path / "a")
+    assert np.allclose(pretrained.history["learning_rate"], [1e-3, 1e-5])
+    scratch = train.train(settings_factory(*common, 'train.weights=""'), {"train": (x, y), "val": (x, y)},
+                          tmp_path / "b")
+    assert np.allclose(scratch.history["learning_rate"], [1e-3, 1e-3])
+    assert scratch.model.get_layer("base").trainable

@@ -122,6 +122,15 @@ def test_sources_end_error_and_refuse(tmp_path):
     assert not live.opened and stats.reconnects >= 2  # refused: retried with backoff, no crash
 
 
+def test_corrupt_frames_are_skipped_and_counted(video, tiny_model_path, tmp_path):
+    clip = helpers.write_mjpeg_with_corrupt_frames(video, tmp_path / "clip.avi", 30, corrupt={5, 17})
+    opts = WorkerOptions(source=str(clip), model_uri=str(tiny_model_path), timeline=str(tmp_path / "t.csv"))
+    summary = Worker(_settings(tmp_path), opts).run()
+    assert summary["frames"] == 28 and summary["corrupt_frames"] == 2
+    seen = {int(r["frame"]) for r in _rows(tmp_path / "t.csv")}
+    assert seen and not seen & {5, 17} and max(seen) >= 20  # skipped, and the run went on past them
+
+
 def test_sigterm_flushes_the_timeline(video, tiny_model_path, tmp_path):
     out = tmp_path / "tl.csv"
     port = helpers.free_port()

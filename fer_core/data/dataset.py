@@ -44,10 +44,23 @@ class Dataset:
     path: str
     stats: dict[str, Any]
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    sources: dict[str, np.ndarray] = field(default_factory=dict)  # split -> source of each face
 
     @property
     def test_sets(self) -> list[str]:
         return [name for name in self.splits if name == "test" or name.startswith("fer2013_")]
+
+    def eval_sets(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The held-out sets a model is scored on: the test split, the fixed FER2013 test usages, and the
+        test split's ExpW faces alone (`expw_test`), since in-the-wild faces are the harder domain."""
+        out = {name: self.splits[name] for name in self.test_sets}
+        src = self.sources.get("test")
+        if "test" in self.splits and src is not None and len(src) == len(self.splits["test"][1]):
+            mask = src == "expw"
+            if mask.any() and not mask.all():
+                x, y = self.splits["test"]
+                out["expw_test"] = (x[mask], y[mask])
+        return out
 
     def summary(self) -> dict[str, Any]:
         return {"version": self.version, "path": self.path, "counts": self.stats["counts"],
@@ -218,7 +231,8 @@ def build(settings: Settings, force: bool = False) -> Dataset:
     _write_version(target, files)
     log.info("dataset %s written to %s in %.1fs", version, target, time.time() - started)
     return Dataset(version, target, {**stats, "reused": False},
-                   {name: (arrays[f"x_{name}"], arrays[f"y_{name}"].astype(np.int64)) for name in named})
+                   {name: (arrays[f"x_{name}"], arrays[f"y_{name}"].astype(np.int64)) for name in named},
+                   {name: table.meta["source"].to_numpy(str) for name, table in named.items()})
 
 
 def resolve(version_or_path: str, settings: Settings | None = None) -> str:
@@ -241,4 +255,15 @@ def load(version_or_path: str, settings: Settings | None = None) -> Dataset:
     stats = json.loads(storage.read_text(storage.join(path, STATS)))
     with np.load(io.BytesIO(storage.read_bytes(storage.join(path, ARRAYS)))) as npz:
         splits = {name: (npz[f"x_{name}"], npz[f"y_{name}"].astype(np.int64)) for name in stats["splits"]}
-    return Dataset(stats["version"], path, stats, splits)
+    return Dataset(stats["version"], path, stats, splits, _sources(path))
+
+
+def _sources(path: str) -> dict[str, np.ndarray]:
+    """Each split's face sources, from the manifest (its rows follow the arrays' order, split by split)."""
+    try:
+        manifest = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(path, MANIFEST))),
+                               usecols=["source", "split"], dtype=str)
+    except (OSError, ValueError) as exc:
+        log.warning("no usable manifest in %s (%s): per-source test sets unavailable", path, exc)
+        return {}
+    return {name: group["source"].to_numpy(str) for name, group in manifest.groupby("split", sort=False)}
