@@ -7,6 +7,7 @@ import gzip
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -169,6 +170,24 @@ def write_mjpeg_with_corrupt_frames(src: Path | str, path: Path, frames: int, co
     assert index == frames, f"found {index} frame chunks in {path}, expected {frames}"
     path.write_bytes(data)
     return path
+
+
+@contextlib.contextmanager
+def worker_running(worker, port: int, min_frames: int, frame_delay_s: float):
+    """Run a worker with an HTTP port on a thread, slowed by `frame_delay_s` a frame so that a client sees
+    it mid-stream; yields once the port is open and `min_frames` frames are done; stops it on exit."""
+    worker.results_hook = lambda r: time.sleep(frame_delay_s)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for_port(port, timeout=60)
+        while worker.frames < min_frames:
+            assert thread.is_alive(), "the worker stopped before it served any frames"
+            time.sleep(0.05)
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(30)
 
 
 def mlflow_client(uri: str):

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -121,17 +120,8 @@ def test_grafana_dashboard_queries_metrics_the_worker_exports(tiny_model_path, t
     port = helpers.free_port()
     worker = Worker(load_settings(None, [f'home="{tmp_path}"'], environ={}),
                     WorkerOptions(source=str(helpers.VIDEO), model_uri=str(tiny_model_path), http=f"127.0.0.1:{port}"))
-    worker.results_hook = lambda r: time.sleep(0.02)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        helpers.wait_for_port(port, timeout=60)
-        while worker.frames < 5:
-            time.sleep(0.05)
+    with helpers.worker_running(worker, port, min_frames=5, frame_delay_s=0.02):
         text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    finally:
-        worker.stop()
-        thread.join(30)
     exported = set(re.findall(r"^(fer_[a-z_]+)", text, re.M))
     assert wanted <= exported, f"dashboard queries missing metrics: {sorted(wanted - exported)}"
 

@@ -2,8 +2,6 @@
 
 import shutil
 import subprocess
-import threading
-import time
 
 import cv2
 import numpy as np
@@ -27,13 +25,8 @@ def test_preview_page_renders_frame_version_and_chart(tiny_model_path, tmp_path)
     s = load_settings(None, [f'home="{tmp_path / "home"}"'], environ={})
     worker = Worker(s, WorkerOptions(source=str(helpers.VIDEO), model_uri=str(tiny_model_path),
                                      http=f"127.0.0.1:{port}"))
-    worker.results_hook = lambda r: time.sleep(0.25)  # keep the stream alive while the browser looks
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        helpers.wait_for_port(port, timeout=60)
-        while worker.frames < 3:
-            time.sleep(0.1)
+    # slowed so the stream stays alive while the browser looks
+    with helpers.worker_running(worker, port, min_frames=3, frame_delay_s=0.25):
         url = f"http://127.0.0.1:{port}/"
         common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=4000"]
         dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
@@ -47,6 +40,3 @@ def test_preview_page_renders_frame_version_and_chart(tiny_model_path, tmp_path)
         chart_area = img[60:400, 640:1080]
         assert frame_area.std() > 20  # a real picture, not a blank box
         assert (np.abs(chart_area.astype(int) - chart_area[5, 5]).sum(axis=2) > 60).mean() > 0.01  # bars drawn
-    finally:
-        worker.stop()
-        thread.join(30)
