@@ -7,6 +7,7 @@ times the compute of the compact one.
 
     python experiments/seed_experiments.py --minutes 10                 # all of them
     python experiments/seed_experiments.py --minutes 10 --only no_smote # one
+    python experiments/seed_experiments.py --markdown                   # the table of what ran
 
 Prints one JSON object per experiment as it finishes, then a JSON list of all; results are also
 appended to <home>/experiments.jsonl. Figures are recorded in docs/EXPERIMENTS.md.
@@ -53,6 +54,27 @@ def run_one(name: str, minutes: float, home: Path, fer2013: str, expw: str, extr
             "wall_seconds": round(time.time() - started, 1), **out}
 
 
+def markdown(results: list[dict]) -> str:
+    """The results as the table in docs/EXPERIMENTS.md."""
+    def acc(r: dict, name: str) -> str:
+        m = r.get("metrics", {}).get(name)
+        return f"{m['accuracy']:.4f}" if m else "-"
+
+    lines = ["| experiment | params | epochs run | images seen | train s | best val acc | test acc | "
+             "FER2013 PublicTest acc | PublicTest macro-F1 | ExpW test acc |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['experiment']} | failed: {r['error']} |")
+            continue
+        pt = r["metrics"].get("fer2013_publictest", {})
+        lines.append(f"| {r['experiment']} | {r['params']:,} | {r['epochs_run']} | {r['images_seen']:,} | "
+                     f"{r['train_seconds']:.0f} | {r['best_val_accuracy']:.4f} | {acc(r, 'test')} | "
+                     f"{acc(r, 'fer2013_publictest')} | {pt.get('macro_f1', float('nan')):.4f} | "
+                     f"{acc(r, 'expw_test')} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget per experiment")
@@ -61,7 +83,12 @@ def main() -> int:
     ap.add_argument("--fer2013", default=str(SHARED / "fer2013" / "fer2013.csv.gz"))
     ap.add_argument("--expw", default=str(SHARED / "expw"))
     ap.add_argument("--set", action="append", default=[], help="extra override for every experiment")
+    ap.add_argument("--markdown", action="store_true", help="only print <home>/experiments.jsonl as a table")
     args = ap.parse_args()
+    if args.markdown:
+        lines = (args.home / "experiments.jsonl").read_text().splitlines()
+        print(markdown([json.loads(line) for line in lines if line.strip()]))
+        return 0
     args.home.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.only or list(EXPERIMENTS):
