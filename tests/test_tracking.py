@@ -1,12 +1,14 @@
 """A training run logs everything to a real MLflow server on loopback; W&B offline writes its run files."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import mlflow
 import pytest
 
 from fer_core import registry, tracking
+from fer_core.config import load_settings
 from fer_core.data import dataset
 from tests import helpers
 
@@ -47,3 +49,21 @@ def test_training_run_logged_to_real_mlflow_server(settings_factory, small_data,
     # W&B offline wrote a run folder with the same run name
     runs = list((tmp_path / "wandb").rglob("offline-run-*"))
     assert runs and any(p.suffix == ".wandb" for p in runs[0].iterdir())
+
+
+def test_cli_train_logs_an_experiment_without_registering(small_data, tmp_path):
+    home = tmp_path / "home"
+    proc = subprocess.run(helpers.fer_cmd("train", "--name", "exp1", "--set", f'home="{home}"',
+                                          "--set", f'data.fer2013="{small_data["fer2013"]}"',
+                                          "--set", f'data.expw="{small_data["expw"]}"', "--set", "train.epochs=1",
+                                          "--set", "train.width=8", "--set", "train.batch_size=32"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["run_name"] == "exp1" and out["epochs_run"] == 1 and out["images_seen"] > 0
+    assert {"test", "fer2013_publictest", "expw_test"} <= set(out["metrics"])
+    s = load_settings(None, [f'home="{home}"'], environ={})
+    client = helpers.mlflow_client(s.tracking_uri)
+    run = client.get_run(out["run_id"])
+    assert run.data.metrics["expw_test_accuracy"] == out["metrics"]["expw_test"]["accuracy"]
+    assert registry.list_versions(s) == []  # an experiment registers nothing
