@@ -79,7 +79,10 @@ def build_transfer(name: str, input_size: int = 96, weights: str | None = "image
         include_top=False, weights=weights, input_shape=(input_size, input_size, 3))
     base.name = "base"
     base.trainable = False
-    x = base(x, training=False)
+    # Pretrained: BatchNorm stays in inference mode, also when fine-tuning (its statistics are ImageNet's and
+    # a small batch would wreck them). From scratch: BatchNorm must learn its statistics, so it follows
+    # the training flag like any layer.
+    x = base(x, training=False) if weights else base(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="emotion")(x)
@@ -100,11 +103,17 @@ def is_transfer(model: keras.Model) -> bool:
     return any(layer.name == "base" for layer in model.layers)
 
 
-def set_base_trainable(model: keras.Model, trainable: bool) -> None:
-    """Freeze or unfreeze a transfer model's base (BatchNorm stays in inference mode either way)."""
+def set_base_trainable(model: keras.Model, trainable: bool, pretrained: bool = True) -> None:
+    """Freeze or unfreeze a transfer model's base. Unfreezing a pretrained base keeps its BatchNorm layers
+    frozen: a frozen BatchNorm runs in inference mode in Keras 3, so fine-tuning cannot overwrite the
+    pretrained statistics with those of small batches of gray faces."""
     for layer in model.layers:
         if layer.name == "base":
             layer.trainable = trainable
+            if trainable and pretrained:
+                for sub in layer.layers:
+                    if isinstance(sub, keras.layers.BatchNormalization):
+                        sub.trainable = False
 
 
 def load(path: str) -> keras.Model:

@@ -142,7 +142,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
         fine = t.fine_tune_epochs or max(1, t.epochs // 2)
         phases = [("frozen", max(1, t.epochs - fine), t.learning_rate), ("fine_tune", fine, t.fine_tune_learning_rate)]
     elif models.is_transfer(model):  # no pretrained weights: a frozen random base would learn nothing
-        models.set_base_trainable(model, True)
+        models.set_base_trainable(model, True, pretrained=False)
     budget = TimeBudget(t.max_minutes, time.time()) if t.max_minutes > 0 else None
 
     history: dict[str, list[float]] = {}
