@@ -45,19 +45,20 @@ def bootstrap(settings: Settings, force: bool = False) -> dict[str, Any]:
     if current is not None and not force:
         return {"bootstrapped": False, "champion": current.version, "reason": "the registry already has a champion"}
     info = card()
+    metrics = info.get("metrics", {})
+    provenance = {"baseline": "true", "dataset.version": info.get("dataset_version", ""),
+                  "git_commit": info.get("git_commit", "")}
     registry.ensure_experiment(settings)
     model = models.load(str(model_path()))
     with mlflow.start_run(run_name="baseline-bootstrap") as run:
-        mlflow.set_tags({"baseline": "true", "dataset.version": info.get("dataset_version", ""),
-                         "git_commit": info.get("git_commit", "")})
-        mlflow.log_metrics({k: float(v) for k, v in info.get("metrics", {}).items()})
+        mlflow.set_tags(provenance)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         if asset("MODEL_CARD.md").is_file():
             mlflow.log_artifact(str(asset("MODEL_CARD.md")))
         logged = mlflow.tensorflow.log_model(model, name="model", pip_requirements=tracking.model_requirements())
-    tags = {"baseline": "true", "dataset.version": info.get("dataset_version", ""),
-            "dataset.fingerprint": json.dumps(info.get("fingerprint", {})), "config_hash": info.get("config_hash", ""),
-            "git_commit": info.get("git_commit", ""), "model": "compact", registry.DECISION_TAG: "bootstrap",
-            **{f"metric.{k}": v for k, v in info.get("metrics", {}).items()}}
+    tags = {**provenance, "dataset.fingerprint": json.dumps(info.get("fingerprint", {})),
+            "config_hash": info.get("config_hash", ""), "model": "compact", registry.DECISION_TAG: "bootstrap",
+            **{f"metric.{k}": v for k, v in metrics.items()}}
     version = registry.register(settings, logged.model_uri, tags, run_id=run.info.run_id)
     moved = promotion.move_champion(settings, version.version, "bootstrap", "shipped baseline model")
     log.info("bootstrapped the registry with the shipped baseline as version %s", version.version)

@@ -28,6 +28,15 @@ def shared_missing(*paths: Path) -> str | None:
     return None
 
 
+def require_shared(*paths: Path) -> None:
+    """Skip the calling test, with the reason, when any of `paths` under ../shared/data is missing."""
+    import pytest
+
+    reason = shared_missing(*paths)
+    if reason:
+        pytest.skip(reason)
+
+
 def face_pattern(label: int, rng: np.random.Generator) -> np.ndarray:
     """A 48x48 uint8 face-like pattern whose look depends on the label (learnable, deterministic)."""
     img = rng.normal(110, 12, (48, 48))

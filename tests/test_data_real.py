@@ -16,9 +16,7 @@ EXPW_COUNTS = {"angry": 641, "disgust": 667, "fear": 652, "happy": 635, "sad": 6
 
 @pytest.fixture(scope="module")
 def real():
-    reason = helpers.shared_missing(helpers.FER2013_CSV, helpers.EXPW_ROOT)
-    if reason:
-        pytest.skip(reason)
+    helpers.require_shared(helpers.FER2013_CSV, helpers.EXPW_ROOT)
 
 
 def test_real_fer2013_every_row(real):

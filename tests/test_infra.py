@@ -110,8 +110,7 @@ def test_prometheus_config():
 
 @pytest.mark.integration
 def test_grafana_dashboard_queries_metrics_the_worker_exports(tiny_model_path, tmp_path):
-    if helpers.shared_missing(helpers.VIDEO):
-        pytest.skip("video missing")
+    helpers.require_shared(helpers.VIDEO)
     dashboard = json.loads((ROOT / "infra" / "grafana" / "dashboards" / "fer-worker.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     wanted = {m for e in exprs for m in re.findall(r"\bfer_[a-z_]+", e)}
@@ -129,8 +128,7 @@ def test_grafana_dashboard_queries_metrics_the_worker_exports(tiny_model_path, t
 @pytest.mark.slow
 @pytest.mark.integration
 def test_startup_script_installs_and_runs_a_worker(tiny_model_path, tmp_path):
-    if helpers.shared_missing(helpers.VIDEO):
-        pytest.skip("video missing")
+    helpers.require_shared(helpers.VIDEO)
     port = helpers.free_port()
     env = {**os.environ, "FER_SYSTEMD": "0", "FER_PREFIX": str(tmp_path / "opt"), "FER_STATE": str(tmp_path / "state"),
            "FER_ETC": str(tmp_path / "etc"), "FER_SRC": str(ROOT), "FER_SOURCE": str(helpers.VIDEO),

@@ -18,9 +18,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def public():
-    reason = helpers.shared_missing(helpers.FER2013_CSV)
-    if reason:
-        pytest.skip(reason)
+    helpers.require_shared(helpers.FER2013_CSV)
     table, _ = fer2013.read(str(helpers.FER2013_CSV))
     pub = table.where((table.meta["usage"] == "PublicTest").to_numpy())
     return pub.pixels, pub.labels

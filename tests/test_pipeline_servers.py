@@ -17,9 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def real():
-    reason = helpers.shared_missing(helpers.FER2013_CSV, helpers.EXPW_ROOT)
-    if reason:
-        pytest.skip(reason)
+    helpers.require_shared(helpers.FER2013_CSV, helpers.EXPW_ROOT)
 
 
 @pytest.fixture(scope="module")

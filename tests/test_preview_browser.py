@@ -19,8 +19,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup.sh installs it)")
 def test_preview_page_renders_frame_version_and_chart(tiny_model_path, tmp_path):
-    if helpers.shared_missing(helpers.VIDEO):
-        pytest.skip("video missing")
+    helpers.require_shared(helpers.VIDEO)
     port = helpers.free_port()
     s = load_settings(None, [f'home="{tmp_path / "home"}"'], environ={})
     worker = Worker(s, WorkerOptions(source=str(helpers.VIDEO), model_uri=str(tiny_model_path),

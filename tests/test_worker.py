@@ -27,9 +27,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def video():
-    reason = helpers.shared_missing(helpers.VIDEO)
-    if reason:
-        pytest.skip(reason)
+    helpers.require_shared(helpers.VIDEO)
     return str(helpers.VIDEO)
 
 
