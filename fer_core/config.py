@@ -74,6 +74,7 @@ class TrainSettings(_Section):
     seed: int = 42
     threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's default
     max_minutes: float = 0.0  # stop training after this many minutes (0 = no limit): equal budgets on a CPU
+    init_from: str = ""  # warm start: a .keras model of the same architecture whose weights training starts from
 
 
 class MlflowSettings(_Section):

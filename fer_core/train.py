@@ -118,6 +118,22 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def warm_start(model: keras.Model, path: str) -> None:
+    """Start from the weights of a saved model (the shipped baseline, a champion) instead of random ones.
+
+    Training goes on from where that model stopped: the way to spread a long CPU training over several runs,
+    or to fine-tune a champion on new data. The architectures must match weight for weight.
+    """
+    source = models.load(path)
+    want = [w.shape for w in model.get_weights()]
+    have = [w.shape for w in source.get_weights()]
+    if want != have:
+        raise ValueError(f"train.init_from={path}: its weights do not fit the configured '{model.name}' model "
+                         f"({len(have)} weight arrays vs {len(want)}; same train.model and train.width needed)")
+    model.set_weights(source.get_weights())
+    log.info("weights initialised from %s", path)
+
+
 def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], run_dir: str | Path,
           callbacks: list[keras.callbacks.Callback] | None = None) -> TrainResult:
     """Train the configured zoo model on `splits['train']`, validating on `splits['val']`."""
@@ -132,6 +148,8 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     mean, std = models.face_stats(x_train)
     model = models.build(t.model, width=t.width, dropout=t.dropout, input_size=t.input_size,
                          weights=t.weights, mean=mean, std=std)
+    if t.init_from:
+        warm_start(model, t.init_from)
     augmenter = build_augmenter(settings.augment, seed=t.seed) if settings.augment.enabled else None
     train_ds = make_dataset(x_train, y_train, t.batch_size, training=True, augmenter=augmenter, seed=t.seed)
     val_ds = make_dataset(x_val, y_val, max(t.batch_size, 256), training=False)

@@ -187,3 +187,21 @@ def test_transfer_phases_follow_the_weights(settings_factory, tmp_path):
     scratch_bn = scratch.model.get_layer("base").get_layer(bn)
     assert np.abs(scratch_bn.moving_mean.numpy()).max() > 1e-6 and scratch_bn.momentum == models.SCRATCH_BN_MOMENTUM
     assert pretrained.model.get_layer("base").get_layer(bn).momentum == base.get_layer(bn).momentum
+
+
+def test_warm_start_continues_from_a_saved_model(settings_factory, tmp_path):
+    """train.init_from starts from a saved model's weights (with no epochs to run, the result is that model);
+    a model of another shape is a clear error, not a silent fresh start."""
+    x, y = _real_subset()
+    splits = {"train": (x, y), "val": (x, y)}
+    common = ("train.batch_size=16", "train.width=8")
+    first = train.train(settings_factory("train.epochs=1", *common), splits, tmp_path / "a")
+    expected = first.model.predict(x[:32], verbose=0)
+    warm = train.train(settings_factory("train.epochs=0", *common, f'train.init_from="{first.model_path}"'),
+                       splits, tmp_path / "b")
+    assert np.allclose(warm.model.predict(x[:32], verbose=0), expected, atol=1e-6)
+    fresh = train.train(settings_factory("train.epochs=0", *common), splits, tmp_path / "c")
+    assert not np.allclose(fresh.model.predict(x[:32], verbose=0), expected, atol=1e-3)
+    wider = settings_factory("train.epochs=1", "train.width=12", f'train.init_from="{first.model_path}"')
+    with pytest.raises(ValueError, match="init_from"):
+        train.train(wider, splits, tmp_path / "d")
