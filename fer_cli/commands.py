@@ -324,7 +324,8 @@ def add_serve(sub) -> None:
     p.add_argument("--timeline", help="write the emotion timeline CSV here (local or gs://)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after N frames")
     p.add_argument("--model", help="model URI or .keras file (default: champion)")
-    p.add_argument("--detector", default="full", choices=("full", "track"), help="Haar mode (see README)")
+    p.add_argument("--detector", default="track", choices=("full", "track"),
+                   help="Haar mode: track (default) re-scans around known faces, full scans every frame (see README)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -365,8 +366,8 @@ def add_bench(sub) -> None:
     _common(p)
     p.add_argument("video")
     p.add_argument("--model", help="model URI or .keras file (default: champion)")
-    p.add_argument("--detector", default="full", choices=("full", "track"))
-    p.add_argument("--scan-every", type=int, default=6, help="track mode: a full Haar scan every N frames")
+    p.add_argument("--detector", default="track", choices=("full", "track"))
+    p.add_argument("--scan-every", type=int, default=24, help="track mode: a full Haar scan every N frames")
     p.add_argument("--naive-frames", type=int, default=40, help="frames for the seed's naive loop (0 skips it)")
     p.set_defaults(func=cmd_bench_realtime)
 

@@ -1,7 +1,7 @@
 """Face detection with OpenCV's Haar cascade, and cropping faces for the classifier.
 
-Speed trick for live video: detect on a frame downscaled to `detect_width` (boxes are mapped back
-to full resolution) and crop the faces from the full-resolution frame.
+`LocalHaar` runs the same detection on parts of a frame with the same answer there: the realtime
+worker's `track` mode uses it to re-scan only around the faces it knows.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from fer_core.data.table import FACE
 
 CASCADE = "haarcascade_frontalface_default.xml"
+HAAR_WINDOW = 24  # the cascade's native window (pixels)
 
 
 def cascade_path() -> Path:
@@ -94,60 +95,121 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
-def redetect_near(detector: HaarDetector, gray: np.ndarray, seeds: np.ndarray, grow: float = 0.4,
-                  face_px: int = 48, size_range: tuple[float, float] = (0.75, 1.35), gap: int = 32) -> np.ndarray:
-    """Run the cascade only around each seed box, for faces of about the seed's size: one call per frame.
+def pyramid_factors(width: int, height: int, min_size: int, scale_factor: float = 1.1,
+                    window: int = HAAR_WINDOW) -> list[float]:
+    """The scale factors that OpenCV's detectMultiScale evaluates on a frame of this size, in its order."""
+    factors, factor = [], 1.0
+    while True:
+        win = round(window * factor)
+        if win > width or win > height or round(width / factor) < window or round(height / factor) < window:
+            return factors
+        if win >= min_size:
+            factors.append(factor)
+        factor *= scale_factor
 
-    OpenCV's detectMultiScale costs ~1 ms per call whatever the image size, so the windows around all
-    seeds are scaled (seed face -> `face_px`) and laid side by side, with black gaps, in one mosaic.
-    Boxes are mapped back to frame pixels. A seed with no face near it yields nothing.
+
+class LocalHaar:
+    """OpenCV's Haar detection taken apart, so that it can be run on parts of a frame with the same answer.
+
+    `detectMultiScale` is two steps: raw window hits over a scale pyramid, then grouping (`minNeighbors`).
+    Here every pyramid level is built as OpenCV builds it (same sizes, `INTER_LINEAR_EXACT`) and the cascade
+    runs on a crop of that level at the native 24 px window with a step of one pixel, as OpenCV scans levels
+    above factor 2: the crop is enlarged 3x (nearest) and scanned at factor 3 only, which OpenCV resizes back
+    to the very same pixels. The raw hits inside a region are then identical to the full-frame scan's there
+    (tests/test_detect.py checks this on real frames), and a tracker that re-scans only around known faces
+    gets the reference's boxes wherever it looks, at a fraction of the cost.
     """
-    seeds = np.asarray(seeds, np.int64).reshape(-1, 4)
-    if not len(seeds):
-        return np.zeros((0, 4), np.int32)
-    h, w = gray.shape[:2]
-    tiles, placements = [], []  # placement: (mosaic x0, scale, roi x0, roi y0, tile width)
-    x_cursor = 0
-    for x, y, bw, bh in seeds:
-        gx, gy = int(bw * grow), int(bh * grow)
-        x0, y0 = max(0, x - gx), max(0, y - gy)
-        x1, y1 = min(w, x + bw + gx), min(h, y + bh + gy)
-        if x1 - x0 < 8 or y1 - y0 < 8:
-            continue
-        scale = min(1.0, face_px / max(bw, bh))
-        tile = cv2.resize(gray[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        tiles.append(tile)
-        placements.append((x_cursor, scale, x0, y0, tile.shape[1]))
-        x_cursor += tile.shape[1] + gap
-    if not tiles:
-        return np.zeros((0, 4), np.int32)
-    mosaic = np.zeros((max(t.shape[0] for t in tiles), x_cursor - gap), np.uint8)
-    for tile, (mx, *_rest) in zip(tiles, placements, strict=True):
-        mosaic[: tile.shape[0], mx: mx + tile.shape[1]] = tile
-    lo, hi = int(face_px * size_range[0]), int(face_px * size_range[1])
-    boxes = detector._cascade.detectMultiScale(mosaic, scaleFactor=detector.scale_factor,
-                                               minNeighbors=detector.min_neighbors, minSize=(lo, lo), maxSize=(hi, hi))
-    found = []
-    for bx, by, bw2, bh2 in np.asarray(boxes).reshape(-1, 4):
-        cx = bx + bw2 / 2
-        for mx, scale, x0, y0, tw in placements:
-            if mx <= cx < mx + tw:
-                found.append((round((bx - mx) / scale + x0), round(by / scale + y0), round(bw2 / scale),
-                              round(bh2 / scale)))
+
+    def __init__(self, detector: HaarDetector):
+        self.detector = detector
+
+    @property
+    def _cascade(self) -> cv2.CascadeClassifier:
+        return self.detector._cascade
+
+    def raw(self, gray: np.ndarray) -> np.ndarray:
+        """Every raw window hit of the full frame (minNeighbors 0)."""
+        d = self.detector
+        hits = self._cascade.detectMultiScale(gray, scaleFactor=d.scale_factor, minNeighbors=0,
+                                              minSize=(d.min_size, d.min_size))
+        return np.asarray(hits, np.int32).reshape(-1, 4)
+
+    def group(self, raw: np.ndarray) -> np.ndarray:
+        """Raw hits -> boxes, exactly as detectMultiScale groups them (minNeighbors, eps 0.2)."""
+        if not len(raw):
+            return np.zeros((0, 4), np.int32)
+        boxes, _ = cv2.groupRectangles(np.asarray(raw).tolist(), self.detector.min_neighbors, 0.2)
+        return np.asarray(boxes, np.int32).reshape(-1, 4)
+
+    @staticmethod
+    def clusters(raw: np.ndarray) -> np.ndarray:
+        """Raw hits -> one box per cluster, single hits included: where something face-like was seen."""
+        if not len(raw):
+            return np.zeros((0, 4), np.int32)
+        doubled = np.concatenate([raw, raw]).tolist()  # groupThreshold 1 over doubled hits keeps singletons
+        boxes, _ = cv2.groupRectangles(doubled, 1, 0.2)
+        return np.asarray(boxes, np.int32).reshape(-1, 4)
+
+    def plan(self, shape: tuple[int, int], seeds: np.ndarray, ratio: float = 1.3, pad: float = 0.15,
+             motion: int = 6, inner: bool = True) -> list[tuple[float, list[tuple[int, int, int, int]]]]:
+        """Per pyramid level, the regions (in level pixels) to scan around the seed boxes.
+
+        Around each seed: windows from size/ratio to size*ratio, over the seed grown by `pad` of its size and
+        `motion` pixels; with `inner`, also the smaller windows inside the seed (Haar's nested boxes).
+        """
+        h, w = shape
+        d = self.detector
+        factors = pyramid_factors(w, h, d.min_size, d.scale_factor)
+        per_level: dict[float, list[list[int]]] = {}
+        for x, y, bw, bh in np.asarray(seeds, np.int64).reshape(-1, 4):
+            cx, cy = x + bw / 2, y + bh / 2
+            for f in factors:
+                win = round(HAAR_WINDOW * f)
+                if win > bw * ratio:
+                    break
+                if win >= bw / ratio:
+                    r = win / 2 + pad * bw + motion
+                elif inner:
+                    r = bw / 2 + motion
+                else:
+                    continue
+                per_level.setdefault(f, []).append([int(max(0, cx - r) / f), int(max(0, cy - r) / f),
+                                                    int(min(w, cx + r) / f) + 1, int(min(h, cy + r) / f) + 1])
+        return [(f, _merge(regions)) for f, regions in per_level.items()]
+
+    def scan_level(self, gray: np.ndarray, factor: float, regions: list[tuple[int, int, int, int]]) -> list:
+        """Raw hits of one pyramid level inside the given regions (level pixels), in frame pixels."""
+        h, w = gray.shape[:2]
+        level = cv2.resize(gray, (round(w / factor), round(h / factor)), interpolation=cv2.INTER_LINEAR_EXACT)
+        win = round(HAAR_WINDOW * factor)
+        up = 3 * HAAR_WINDOW
+        hits = []
+        for x0, y0, x1, y1 in regions:
+            crop = level[y0:y1, x0:x1]
+            if crop.shape[0] < HAAR_WINDOW or crop.shape[1] < HAAR_WINDOW:
+                continue
+            big = cv2.resize(crop, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST)
+            found = self._cascade.detectMultiScale(big, scaleFactor=3.0, minNeighbors=0, minSize=(up, up),
+                                                   maxSize=(up, up))
+            for bx, by, _, _ in np.asarray(found).reshape(-1, 4):
+                hits.append((round((x0 + bx / 3) * factor), round((y0 + by / 3) * factor), win, win))
+        return hits
+
+
+def _merge(regions: list[list[int]]) -> list[tuple[int, int, int, int]]:
+    """Merge overlapping (x0, y0, x1, y1) regions, so that no window is scanned (and counted) twice."""
+    regions = [list(r) for r in regions]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(regions)):
+            for j in range(i + 1, len(regions)):
+                a, b = regions[i], regions[j]
+                if a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]:
+                    regions[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                    del regions[j]
+                    merged = True
+                    break
+            if merged:
                 break
-    return nms(np.asarray(found, np.int32).reshape(-1, 4))
-
-
-def nms(boxes: np.ndarray, threshold: float = 0.3) -> np.ndarray:
-    """Drop boxes overlapping an earlier, larger one by more than `threshold` IoU."""
-    boxes = np.asarray(boxes, np.int32).reshape(-1, 4)
-    if len(boxes) < 2:
-        return boxes
-    order = np.argsort(-(boxes[:, 2] * boxes[:, 3]), kind="stable")
-    boxes = boxes[order]
-    keep: list[int] = []
-    overlaps = iou(boxes, boxes)
-    for i in range(len(boxes)):
-        if all(overlaps[i, j] <= threshold for j in keep):
-            keep.append(i)
-    return boxes[sorted(keep)]
+    return [tuple(r) for r in regions]

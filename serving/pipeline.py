@@ -1,9 +1,10 @@
 """Per-frame processing as small composable pieces: a face finder, a detections type, classification.
 
 The face finder runs OpenCV's Haar cascade on every frame. In `full` mode it scans the whole frame
-(the reference). In `track` mode it re-detects known faces in windows around their last boxes (one
-cascade call per frame) and finds new faces with a full scan every `scan_every` frames on a second
-thread, whose result seeds tracks `scan_every` frames later (deterministic for a given setting).
+(the reference). In `track` mode it evaluates the reference's own windows only around the places where
+the last frame had raw cascade hits (`detect.LocalHaar`: identical windows, so identical answers there),
+and finds new places with a full scan every `scan_every` frames on a background thread, whose result joins
+the seeds as soon as it is ready (at the latest when the next scan is due).
 """
 
 from __future__ import annotations
@@ -45,41 +46,72 @@ class FrameResult:
 class FaceFinder:
     """Haar on every frame, full-frame or tracked (see the module docstring)."""
 
-    def __init__(self, mode: str = "full", scan_every: int = 6, coast: int = 2, min_size: int = 48):
+    def __init__(self, mode: str = "full", scan_every: int = 24, coast: int = 2, min_size: int = 48,
+                 inner_every: int = 2):
         if mode not in ("full", "track"):
             raise ValueError(f"detector mode must be full or track, got {mode!r}")
         self.mode, self.scan_every, self.coast = mode, max(1, scan_every), coast
+        self.inner_every = max(1, inner_every)  # look for boxes nested in known faces every N frames
         self.reference = detect.HaarDetector(1.1, 5, min_size, 0)
-        self._tracks = np.zeros((0, 4), np.int32)
+        self.local = detect.LocalHaar(self.reference)
+        self._seeds = np.zeros((0, 4), np.int32)
         self._misses: list[int] = []
         self._pending: Future | None = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="fer-scan") if mode == "track" else None
+        self._scanner = ThreadPoolExecutor(1, thread_name_prefix="fer-scan") if mode == "track" else None
+        self._helper = ThreadPoolExecutor(1, thread_name_prefix="fer-local") if mode == "track" else None
         self._n = 0
 
     def find(self, gray: np.ndarray) -> np.ndarray:
         if self.mode == "full":
             return self.reference.detect(gray)
-        seeds = self._tracks
         if self._n == 0:
-            seeds = self.reference.detect(gray)  # the first frame has nothing to track yet
-        elif self._n % self.scan_every == 0:
-            if self._pending is not None:
-                seeds = np.concatenate([seeds, self._pending.result()])
-            self._pending = self._pool.submit(self.reference.detect, gray.copy())
+            raw = self.local.raw(gray)  # the first frame has nothing to track yet
+        else:
+            seeds = self._seeds
+            due = self._n % self.scan_every == 0
+            if self._pending is not None and (due or self._pending.done()):
+                seeds = np.concatenate([seeds, self._pending.result()])  # waits only when the next scan is due
+                self._pending = None
+            if due:
+                self._pending = self._scanner.submit(lambda g: self.local.clusters(self.local.raw(g)), gray.copy())
+            raw = self._scan_near(gray, seeds)
         self._n += 1
-        found = detect.redetect_near(self.reference, gray, seeds, face_px=64)
+        self._track(self.local.clusters(raw))
+        return self.local.group(raw)
+
+    def _scan_near(self, gray: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        """The levels around the seeds, split over this thread and a helper (OpenCV releases the GIL)."""
+        plan = self.local.plan(gray.shape[:2], seeds, inner=self._n % self.inner_every == 0)
+        if not plan:
+            return np.zeros((0, 4), np.int32)
+        cost = [sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in regions) for _, regions in plan]
+        mine, theirs, load = [], [], [0, 0]
+        for i in np.argsort(cost)[::-1]:  # largest first, each to the less loaded side
+            side = 0 if load[0] <= load[1] else 1
+            (mine if side == 0 else theirs).append(plan[i])
+            load[side] += cost[i]
+
+        def run(part):
+            return [hit for factor, regions in part for hit in self.local.scan_level(gray, factor, regions)]
+
+        other = self._helper.submit(run, theirs) if theirs else None
+        hits = run(mine) + (other.result() if other else [])
+        return np.asarray(hits, np.int32).reshape(-1, 4)
+
+    def _track(self, found: np.ndarray) -> None:
+        """Seeds for the next frame: this frame's clusters, plus unmatched old seeds for `coast` frames."""
         kept, misses = [], []
-        for box, miss in zip(self._tracks, self._misses, strict=True):
+        for box, miss in zip(self._seeds, self._misses, strict=True):
             if (not len(found) or detect.iou(box[None], found).max() < 0.3) and miss < self.coast:
                 kept.append(box)
                 misses.append(miss + 1)
-        self._tracks = np.concatenate([found, np.asarray(kept, np.int32).reshape(-1, 4)])
+        self._seeds = np.concatenate([found, np.asarray(kept, np.int32).reshape(-1, 4)])
         self._misses = [0] * len(found) + misses
-        return self._tracks
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._scanner, self._helper):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
 
 class FramePipeline:

@@ -1,0 +1,105 @@
+"""Haar detection taken apart (fer_core.detect.LocalHaar) and the worker's `track` face finder.
+
+The claim under test: scanning a region level by level gives exactly the raw hits that OpenCV's full-frame
+detectMultiScale has there, so `track` mode returns the reference's boxes wherever it looks.
+"""
+
+import cv2
+import matplotlib.cbook
+import numpy as np
+import pytest
+
+from fer_core import detect
+from serving.pipeline import FaceFinder
+from tests import helpers
+
+
+def _photo_frame(width: int = 420, height: int = 300, x: int = 120, y: int = 20) -> np.ndarray:
+    """A gray frame with a real face photograph (it ships with matplotlib) pasted at (x, y)."""
+    photo = cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)), cv2.IMREAD_GRAYSCALE)
+    photo = cv2.resize(photo, (200, 260), interpolation=cv2.INTER_AREA)
+    frame = np.full((height, width), 90, np.uint8)
+    frame[y:y + photo.shape[0], x:x + photo.shape[1]] = photo[: height - y, : width - x]
+    return frame
+
+
+def _video_frames(every: int = 1) -> list[np.ndarray]:
+    helpers.require_shared(helpers.VIDEO)
+    cap = cv2.VideoCapture(str(helpers.VIDEO))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            return frames[::every]
+        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+
+
+def _raw_by_levels(local: detect.LocalHaar, gray: np.ndarray) -> list[tuple]:
+    h, w = gray.shape
+    hits = []
+    for f in detect.pyramid_factors(w, h, local.detector.min_size, local.detector.scale_factor):
+        hits += local.scan_level(gray, f, [(0, 0, round(w / f), round(h / f))])
+    return sorted(map(tuple, hits))
+
+
+def _frames_for_exactness() -> list[np.ndarray]:
+    frames = [_photo_frame(), _photo_frame(x=30, y=40)]
+    if helpers.shared_missing(helpers.VIDEO) is None:
+        frames += _video_frames(every=23)
+    return frames
+
+
+def test_level_by_level_scan_is_exactly_the_full_frame_scan():
+    """Every raw window hit of detectMultiScale, no more and no fewer; grouped, the same boxes."""
+    local = detect.LocalHaar(detect.HaarDetector(1.1, 5, 48, 0))
+    for gray in _frames_for_exactness():
+        full = local.raw(gray)
+        assert len(full) > 5
+        assert _raw_by_levels(local, gray) == sorted(map(tuple, full.tolist()))
+        reference = local.detector.detect(gray)
+        assert sorted(map(tuple, local.group(full).tolist())) == sorted(map(tuple, reference.tolist()))
+
+
+def test_a_region_scan_finds_only_the_full_frame_hits_and_the_same_face():
+    local = detect.LocalHaar(detect.HaarDetector(1.1, 5, 48, 0))
+    gray = _photo_frame()
+    full = local.raw(gray)
+    box = local.detector.detect(gray)[0]
+    plan = local.plan(gray.shape, box[None], ratio=1.3, pad=0.15, motion=6, inner=True)
+    near = sorted(hit for f, regions in plan for hit in local.scan_level(gray, f, regions))
+    assert near and set(near) <= set(map(tuple, full.tolist()))
+    grouped = local.group(np.asarray(near))  # the hits of nearby sizes only: the same face, averaged over fewer
+    assert len(grouped) == 1 and detect.iou(grouped, box[None])[0, 0] > 0.9
+
+
+def test_track_mode_finds_new_faces_and_lets_go_of_gone_ones():
+    """A face appears after 10 empty frames (found by the periodic full scan) and leaves at frame 40."""
+    empty = np.full((300, 420), 90, np.uint8)
+    frames = [empty] * 10 + [_photo_frame(x=100 + i) for i in range(30)] + [empty] * 10
+    finder = FaceFinder("track", scan_every=4)
+    found = [finder.find(f) for f in frames]
+    finder.close()
+    assert not any(len(b) for b in found[:10])
+    first = next(i for i, b in enumerate(found) if len(b))
+    assert 10 < first <= 10 + 2 * 4  # seen by a scan, joined when it is done (by the next scan at the latest)
+    reference = detect.HaarDetector(1.1, 5, 48, 0)
+    for i in range(first, 40):
+        assert detect.iou(reference.detect(frames[i]), found[i]).max() > 0.9
+    assert not any(len(b) for b in found[42:])
+
+
+@pytest.mark.integration
+def test_track_mode_keeps_the_reference_faces_of_the_real_video():
+    """Track mode against full Haar on every frame of the real video: the share of reference boxes it also
+    returns (IoU >= 0.5)."""
+    frames = _video_frames()
+    reference = FaceFinder("full")
+    finder = FaceFinder("track")
+    kept = total = 0
+    for gray in frames:
+        ref, mine = reference.find(gray), finder.find(gray)
+        total += len(ref)
+        if len(ref) and len(mine):
+            kept += int((detect.iou(ref, mine).max(axis=1) >= 0.5).sum())
+    finder.close()
+    assert total > 100 and kept / total >= 0.95
