@@ -3,7 +3,7 @@ for several `scan_every` settings, against full-resolution Haar on every frame. 
 
 Frames are decoded up front, so the figures are the finder's own (no decode, no classification).
 
-Usage: python bench/detect_sweep.py [--video PATH] [--scan-every 3 6 12 24] [--coast 2]
+Usage: python bench/detect_sweep.py [--video PATH] [--scan-every 12 24 48 96] [--coast 2]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def time_finder(finder, grays: list[np.ndarray]) -> tuple[np.ndarray, list[np.nd
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--video", default=str(ROOT.parent / "shared" / "data" / "videos" / "faces_596x336.mp4"))
-    ap.add_argument("--scan-every", type=int, nargs="+", default=[3, 6, 12, 24])
+    ap.add_argument("--scan-every", type=int, nargs="+", default=[12, 24, 48, 96])
     ap.add_argument("--coast", type=int, default=2)
     args = ap.parse_args()
     cap = cv2.VideoCapture(args.video)

@@ -367,7 +367,7 @@ def add_bench(sub) -> None:
     p.add_argument("video")
     p.add_argument("--model", help="model URI or .keras file (default: champion)")
     p.add_argument("--detector", default="track", choices=("full", "track"))
-    p.add_argument("--scan-every", type=int, default=24, help="track mode: a full Haar scan every N frames")
+    p.add_argument("--scan-every", type=int, default=48, help="track mode: a full Haar scan every N frames")
     p.add_argument("--naive-frames", type=int, default=40, help="frames for the seed's naive loop (0 skips it)")
     p.set_defaults(func=cmd_bench_realtime)
 

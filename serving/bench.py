@@ -46,7 +46,7 @@ def naive_loop(video: str, keras_path: str, max_frames: int = 40) -> float:
 
 
 def realtime(settings: Settings, video: str, model_uri: str, detector: str = "full", naive_frames: int = 40,
-             scan_every: int = 24) -> dict[str, Any]:
+             scan_every: int = 48) -> dict[str, Any]:
     results: list[FrameResult] = []
     worker = Worker(settings, WorkerOptions(source=video, model_uri=model_uri, detector=detector,
                                             scan_every=scan_every))

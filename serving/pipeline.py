@@ -46,8 +46,8 @@ class FrameResult:
 class FaceFinder:
     """Haar on every frame, full-frame or tracked (see the module docstring)."""
 
-    def __init__(self, mode: str = "full", scan_every: int = 24, coast: int = 2, min_size: int = 48,
-                 inner_every: int = 2):
+    def __init__(self, mode: str = "full", scan_every: int = 48, coast: int = 2, min_size: int = 48,
+                 inner_every: int = 6):
         if mode not in ("full", "track"):
             raise ValueError(f"detector mode must be full or track, got {mode!r}")
         self.mode, self.scan_every, self.coast = mode, max(1, scan_every), coast

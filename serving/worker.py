@@ -32,7 +32,7 @@ class WorkerOptions:
     timeline: str = ""
     max_frames: int = 0
     detector: str = "full"
-    scan_every: int = 24
+    scan_every: int = 48
     preview_fps: float = 15.0
     model_wait_s: float = 60.0
 
