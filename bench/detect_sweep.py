@@ -3,7 +3,7 @@ for several `scan_every` settings, against full-resolution Haar on every frame. 
 
 Frames are decoded up front, so the figures are the finder's own (no decode, no classification).
 
-Usage: python bench/detect_sweep.py [--video PATH] [--scan-every 12 24 48 96] [--coast 2]
+Usage: python bench/detect_sweep.py [--video PATH] [--scan-every 12 24 48 96] [--coast 2] [--no-hold]
 """
 
 from __future__ import annotations
@@ -24,13 +24,18 @@ from fer_core import detect  # noqa: E402
 from serving.pipeline import FaceFinder  # noqa: E402
 
 
-def kept_share(reference: list[np.ndarray], found: list[np.ndarray]) -> tuple[float, int]:
-    kept = total = 0
+def kept_share(reference: list[np.ndarray], found: list[np.ndarray]) -> tuple[float, int, int]:
+    """The share of reference boxes found (IoU >= 0.5), their number, and the found boxes matching none."""
+    kept = total = extra = 0
     for ref, boxes in zip(reference, found, strict=True):
         total += len(ref)
         if len(ref) and len(boxes):
-            kept += int((detect.iou(ref, boxes).max(axis=1) >= 0.5).sum())
-    return (kept / total if total else 1.0), total
+            overlap = detect.iou(ref, boxes)
+            kept += int((overlap.max(axis=1) >= 0.5).sum())
+            extra += int((overlap.max(axis=0) < 0.5).sum())
+        else:
+            extra += len(boxes)
+    return (kept / total if total else 1.0), total, extra
 
 
 def time_finder(finder, grays: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -48,6 +53,7 @@ def main() -> None:
     ap.add_argument("--video", default=str(ROOT.parent / "shared" / "data" / "videos" / "faces_596x336.mp4"))
     ap.add_argument("--scan-every", type=int, nargs="+", default=[12, 24, 48, 96])
     ap.add_argument("--coast", type=int, default=2)
+    ap.add_argument("--no-hold", action="store_true", help="scan steady faces on every frame too")
     args = ap.parse_args()
     cap = cv2.VideoCapture(args.video)
     grays = []
@@ -59,14 +65,15 @@ def main() -> None:
     ref_times, ref_boxes = time_finder(FaceFinder("full"), grays)
     print(json.dumps({"bench": "detect", "mode": "full", "frames": len(grays), "mean_ms": round(ref_times.mean(), 2),
                       "p95_ms": round(float(np.percentile(ref_times, 95)), 2), "kept": 1.0,
-                      "reference_faces": kept_share(ref_boxes, ref_boxes)[1]}), flush=True)
+                      "reference_faces": kept_share(ref_boxes, ref_boxes)[1], "extra": 0}), flush=True)
     for n in args.scan_every:
-        times, found = time_finder(FaceFinder("track", scan_every=n, coast=args.coast), grays)
-        share, total = kept_share(ref_boxes, found)
+        finder = FaceFinder("track", scan_every=n, coast=args.coast, hold=not args.no_hold)
+        times, found = time_finder(finder, grays)
+        share, total, extra = kept_share(ref_boxes, found)
         print(json.dumps({"bench": "detect", "mode": "track", "scan_every": n, "coast": args.coast,
-                          "frames": len(grays), "mean_ms": round(times.mean(), 2),
+                          "hold": not args.no_hold, "frames": len(grays), "mean_ms": round(times.mean(), 2),
                           "p95_ms": round(float(np.percentile(times, 95)), 2), "kept": round(share, 4),
-                          "reference_faces": total}), flush=True)
+                          "reference_faces": total, "extra": extra}), flush=True)
 
 
 if __name__ == "__main__":

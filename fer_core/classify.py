@@ -22,7 +22,7 @@ from fer_core.data.table import FACE
 from fer_core.labels import EMOTIONS, NUM_CLASSES
 
 log = logging.getLogger(__name__)
-BUCKETS = (1, 4, 16, 64)  # fixed batch sizes; a batch runs in the smallest bucket that holds it
+BUCKETS = (1, 2, 4, 16, 64)  # fixed batch sizes; a batch runs in the smallest bucket that holds it
 
 
 def keras_to_tflite(model) -> bytes:

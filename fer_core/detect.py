@@ -134,6 +134,19 @@ class LocalHaar:
                                               minSize=(d.min_size, d.min_size))
         return np.asarray(hits, np.int32).reshape(-1, 4)
 
+    def seeds(self, gray: np.ndarray) -> np.ndarray:
+        """Where to look, found cheaply: raw-hit clusters of a half-resolution scan, in frame pixels.
+
+        Half the resolution with half the minimum window covers the same face sizes for about half the cost
+        of `raw`; the boxes it gives are only places to scan exactly, never answers.
+        """
+        h, w = gray.shape[:2]
+        small = cv2.resize(gray, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        side = max(HAAR_WINDOW, self.detector.min_size // 2)
+        hits = self._cascade.detectMultiScale(small, scaleFactor=self.detector.scale_factor, minNeighbors=0,
+                                              minSize=(side, side))
+        return self.clusters(np.asarray(hits, np.int32).reshape(-1, 4) * 2)
+
     def group(self, raw: np.ndarray) -> np.ndarray:
         """Raw hits -> boxes, exactly as detectMultiScale groups them (minNeighbors, eps 0.2)."""
         if not len(raw):

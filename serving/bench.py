@@ -53,15 +53,21 @@ def realtime(settings: Settings, video: str, model_uri: str, detector: str = "fu
     worker.results_hook = results.append
     run = worker.run()
     ref = reference_boxes(video)
-    kept = total = 0
+    kept = total = extra = 0
     for r, res in zip(ref, results, strict=False):
         total += len(r)
-        if len(r) and len(res.detections):
-            kept += int((detect.iou(r, res.detections.boxes).max(axis=1) >= 0.5).sum())
+        boxes = res.detections.boxes
+        if len(r) and len(boxes):
+            overlap = detect.iou(r, boxes)
+            kept += int((overlap.max(axis=1) >= 0.5).sum())
+            extra += int((overlap.max(axis=0) < 0.5).sum())
+        else:
+            extra += len(boxes)
     naive_fps = naive_loop(video, str(registry.resolve(model_uri, settings).path), naive_frames) if naive_frames else 0
     return {"video": video, "detector": detector, "scan_every": scan_every if detector == "track" else None,
             "frames": run["frames"], "fps": run["fps"],
             "p50_ms": run["p50_ms"], "p95_ms": run["p95_ms"], "faces": run["faces"],
             "reference_faces": total, "kept": round(kept / total, 4) if total else 1.0,
+            "extra": extra,  # boxes the reference does not have on that frame
             "naive_fps": round(naive_fps, 2), "speedup": round(run["fps"] / naive_fps, 2) if naive_fps else None,
             "model_version": run["model_version"]}

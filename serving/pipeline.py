@@ -3,8 +3,10 @@
 The face finder runs OpenCV's Haar cascade on every frame. In `full` mode it scans the whole frame
 (the reference). In `track` mode it evaluates the reference's own windows only around the places where
 the last frame had raw cascade hits (`detect.LocalHaar`: identical windows, so identical answers there),
-and finds new places with a full scan every `scan_every` frames on a background thread, whose result joins
-the seeds as soon as it is ready (at the latest when the next scan is due).
+and finds new places with a cheap half-resolution scan of the whole frame every `scan_every` frames on a
+background thread, whose result joins the seeds as soon as it is ready (at the latest when the next scan
+is due). A face that stood still over the last two frames keeps its box for one frame unscanned (`hold`),
+so steady faces cost half.
 """
 
 from __future__ import annotations
@@ -47,41 +49,74 @@ class FaceFinder:
     """Haar on every frame, full-frame or tracked (see the module docstring)."""
 
     def __init__(self, mode: str = "full", scan_every: int = 48, coast: int = 2, min_size: int = 48,
-                 inner_every: int = 6):
+                 inner_every: int = 6, hold: bool = True, ratio: float = 1.3):
         if mode not in ("full", "track"):
             raise ValueError(f"detector mode must be full or track, got {mode!r}")
         self.mode, self.scan_every, self.coast = mode, max(1, scan_every), coast
         self.inner_every = max(1, inner_every)  # look for boxes nested in known faces every N frames
+        self.hold, self.ratio = hold, ratio
         self.reference = detect.HaarDetector(1.1, 5, min_size, 0)
         self.local = detect.LocalHaar(self.reference)
         self._seeds = np.zeros((0, 4), np.int32)
         self._misses: list[int] = []
-        self._pending: Future | None = None
+        self._last = self._before = np.zeros((0, 4), np.int32)  # the faces of the last two frames
+        self._last_held = np.zeros(0, bool)
+        self._pending: Future | None = None  # a full-frame discovery scan
         self._scanner = ThreadPoolExecutor(1, thread_name_prefix="fer-scan") if mode == "track" else None
         self._helper = ThreadPoolExecutor(1, thread_name_prefix="fer-local") if mode == "track" else None
         self._n = 0
+        if mode == "track":  # load each thread's cascade now, at start-up, not on the first frames
+            self.reference._cascade  # noqa: B018 (this thread's)
+            for pool in (self._scanner, self._helper):
+                pool.submit(lambda: self.reference._cascade).result()
 
     def find(self, gray: np.ndarray) -> np.ndarray:
         if self.mode == "full":
             return self.reference.detect(gray)
+        seeds = self._seeds
         if self._n == 0:
-            raw = self.local.raw(gray)  # the first frame has nothing to track yet
+            seeds = self.local.seeds(gray)  # the first frame has nothing to track yet
         else:
-            seeds = self._seeds
             due = self._n % self.scan_every == 0
             if self._pending is not None and (due or self._pending.done()):
                 seeds = np.concatenate([seeds, self._pending.result()])  # waits only when the next scan is due
                 self._pending = None
             if due:
-                self._pending = self._scanner.submit(lambda g: self.local.clusters(self.local.raw(g)), gray.copy())
-            raw = self._scan_near(gray, seeds)
+                self._pending = self._scanner.submit(self.local.seeds, gray.copy())
+        inner = self._n % self.inner_every == 0 and self._n > 0  # the first frame has no faces to look inside
+        held = self._held() if self.hold and not inner else np.zeros((0, 4), np.int32)
+        held_seeds = np.zeros((0, 4), np.int32)
+        if len(held) and len(seeds):
+            # a held face holds what lies inside it too: Haar's grouping drops boxes nested in a strong face
+            covered = (detect.iou(seeds, held).max(axis=1) >= 0.3) | _inside(seeds, held).any(axis=1)
+            held_seeds, seeds = seeds[covered], seeds[~covered]
+        raw = self._scan_near(gray, seeds, inner)
         self._n += 1
-        self._track(self.local.clusters(raw))
-        return self.local.group(raw)
+        faces, clusters = self.local.group(raw), self.local.clusters(raw)
+        if len(held) and len(faces):
+            held = held[detect.iou(held, faces).max(axis=1) < 0.3]
+        self._track(np.concatenate([clusters, held_seeds]))
+        self._before, self._last = self._last, np.concatenate([faces, held]).astype(np.int32)
+        self._last_held = np.r_[np.zeros(len(faces), bool), np.ones(len(held), bool)]
+        return self._last
 
-    def _scan_near(self, gray: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    def _held(self) -> np.ndarray:
+        """Faces that stood still over the last two frames keep their box for one frame, unscanned.
+
+        So a steady face is scanned every other frame; one that moves, appears or flickers is scanned on every
+        frame. Boxes nested inside a held face are held with it (the region keeps last frame's answer). The
+        frame after a hold always scans, so no box is ever more than one frame old.
+        """
+        if not len(self._last) or not len(self._before):
+            return np.zeros((0, 4), np.int32)
+        steady = (detect.iou(self._last, self._before).max(axis=1) >= 0.7) & ~self._last_held
+        if steady.any():  # with a face, what last frame found inside it (the region keeps last frame's answer)
+            steady |= _inside(self._last, self._last[steady]).any(axis=1) & ~self._last_held
+        return self._last[steady]
+
+    def _scan_near(self, gray: np.ndarray, seeds: np.ndarray, inner: bool) -> np.ndarray:
         """The levels around the seeds, split over this thread and a helper (OpenCV releases the GIL)."""
-        plan = self.local.plan(gray.shape[:2], seeds, inner=self._n % self.inner_every == 0)
+        plan = self.local.plan(gray.shape[:2], seeds, ratio=self.ratio, inner=inner) if len(seeds) else []
         if not plan:
             return np.zeros((0, 4), np.int32)
         cost = [sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in regions) for _, regions in plan]
@@ -132,3 +167,14 @@ class FramePipeline:
         t2 = time.perf_counter()
         return FrameResult(index, timestamp, Detections(np.asarray(boxes, np.int32), probs),
                            {"detect": (t1 - t0) * 1000, "classify": (t2 - t1) * 1000})
+
+
+def _inside(a: np.ndarray, b: np.ndarray, eps: float = 0.2) -> np.ndarray:
+    """Pairwise: box a[i] lies within box b[j] grown by eps of its size (OpenCV groupRectangles' test)."""
+    a = np.asarray(a, np.int64).reshape(-1, 1, 4)
+    b = np.asarray(b, np.int64).reshape(1, -1, 4)
+    dx, dy = (b[..., 2] * eps).astype(np.int64), (b[..., 3] * eps).astype(np.int64)
+    return ((a[..., 0] >= b[..., 0] - dx) & (a[..., 1] >= b[..., 1] - dy)
+            & (a[..., 0] + a[..., 2] <= b[..., 0] + b[..., 2] + dx)
+            & (a[..., 1] + a[..., 3] <= b[..., 1] + b[..., 3] + dy))
+
