@@ -1,6 +1,8 @@
-"""The realtime benchmark (same as `fer bench realtime VIDEO`), for both Haar modes, as JSON lines.
+"""The realtime benchmark (same as `fer bench realtime VIDEO`): full Haar, track mode, and track mode without
+holding steady faces, as JSON lines; `--repeat N` runs the set N times (this VM's speed drifts from minute
+to minute, so compare lines of one sitting).
 
-Usage: python bench/realtime.py --model FILE.keras [--video PATH]
+Usage: python bench/realtime.py --model FILE.keras [--video PATH] [--repeat N]
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--video", default=str(ROOT.parent / "shared" / "data" / "videos" / "faces_596x336.mp4"))
+    ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as home:
         s = load_settings(None, [f'home="{home}"'], environ={})
-        for detector in ("full", "track"):
-            print(json.dumps({"bench": "realtime", **realtime(s, args.video, args.model, detector)}), flush=True)
+        for _ in range(args.repeat):
+            for detector, hold in (("full", True), ("track", True), ("track", False)):
+                result = realtime(s, args.video, args.model, detector, hold=hold)
+                print(json.dumps({"bench": "realtime", **result}), flush=True)
 
 
 if __name__ == "__main__":

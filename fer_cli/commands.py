@@ -309,7 +309,7 @@ def cmd_serve(args) -> int:
     s = _settings(args)
     opts = WorkerOptions(source=args.source, model_uri=_model_for_worker(s, args.model), http=args.http or s.serve.http,
                          display=args.display, record=args.record or "", timeline=args.timeline or "",
-                         max_frames=args.max_frames, detector=args.detector)
+                         max_frames=args.max_frames, detector=args.detector, hold=not args.no_hold)
     emit(Worker(s, opts).run())
     return 0
 
@@ -326,6 +326,7 @@ def add_serve(sub) -> None:
     p.add_argument("--model", help="model URI or .keras file (default: champion)")
     p.add_argument("--detector", default="track", choices=("full", "track"),
                    help="Haar mode: track (default) re-scans around known faces, full scans every frame (see README)")
+    p.add_argument("--no-hold", action="store_true", help="track mode: scan steady faces on every frame too")
     p.set_defaults(func=cmd_serve)
 
 
@@ -356,7 +357,7 @@ def cmd_bench_realtime(args) -> int:
 
     s = _settings(args)
     emit(realtime(s, args.video, args.model or _default_model(s), args.detector, args.naive_frames,
-                  scan_every=args.scan_every))
+                  scan_every=args.scan_every, hold=not args.no_hold))
     return 0
 
 
@@ -368,6 +369,7 @@ def add_bench(sub) -> None:
     p.add_argument("--model", help="model URI or .keras file (default: champion)")
     p.add_argument("--detector", default="track", choices=("full", "track"))
     p.add_argument("--scan-every", type=int, default=48, help="track mode: a full Haar scan every N frames")
+    p.add_argument("--no-hold", action="store_true", help="track mode: scan steady faces on every frame too")
     p.add_argument("--naive-frames", type=int, default=40, help="frames for the seed's naive loop (0 skips it)")
     p.set_defaults(func=cmd_bench_realtime)
 

@@ -46,10 +46,10 @@ def naive_loop(video: str, keras_path: str, max_frames: int = 40) -> float:
 
 
 def realtime(settings: Settings, video: str, model_uri: str, detector: str = "full", naive_frames: int = 40,
-             scan_every: int = 48) -> dict[str, Any]:
+             scan_every: int = 48, hold: bool = True) -> dict[str, Any]:
     results: list[FrameResult] = []
     worker = Worker(settings, WorkerOptions(source=video, model_uri=model_uri, detector=detector,
-                                            scan_every=scan_every))
+                                            scan_every=scan_every, hold=hold))
     worker.results_hook = results.append
     run = worker.run()
     ref = reference_boxes(video)
@@ -65,6 +65,7 @@ def realtime(settings: Settings, video: str, model_uri: str, detector: str = "fu
             extra += len(boxes)
     naive_fps = naive_loop(video, str(registry.resolve(model_uri, settings).path), naive_frames) if naive_frames else 0
     return {"video": video, "detector": detector, "scan_every": scan_every if detector == "track" else None,
+            "hold": hold if detector == "track" else None,
             "frames": run["frames"], "fps": run["fps"],
             "p50_ms": run["p50_ms"], "p95_ms": run["p95_ms"], "faces": run["faces"],
             "reference_faces": total, "kept": round(kept / total, 4) if total else 1.0,

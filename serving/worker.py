@@ -33,6 +33,7 @@ class WorkerOptions:
     max_frames: int = 0
     detector: str = "full"
     scan_every: int = 48
+    hold: bool = True  # track mode: steady faces keep their box every other frame
     preview_fps: float = 15.0
     model_wait_s: float = 60.0
 
@@ -43,7 +44,7 @@ class Worker:
         self.metrics = WorkerMetrics()
         self.stats = SourceStats()
         self.model = ModelHolder(options.model_uri, settings, self.metrics)
-        self.pipeline = FramePipeline(FaceFinder(options.detector, options.scan_every), self.model)
+        self.pipeline = FramePipeline(FaceFinder(options.detector, options.scan_every, hold=options.hold), self.model)
         self.annotator = Annotator()
         self.preview = PreviewState()
         self.timeline = Timeline(options.timeline) if options.timeline else None

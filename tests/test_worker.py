@@ -165,6 +165,19 @@ def test_analyze_writes_every_output(video, tiny_model_path, tmp_path):
     assert abs(sum(summary["mean_probability"].values()) - 1) < 1e-3
 
 
+def test_bench_realtime_reports_speed_and_faces_kept(video, tiny_model_path, tmp_path):
+    """`fer bench realtime` (track mode, steady faces held): its JSON, the reference faces kept, and the boxes
+    the reference lacks on a frame (held across its one-frame flickers) stay few."""
+    proc = subprocess.run(helpers.fer_cmd("bench", "realtime", video, "--model", str(tiny_model_path),
+                                          "--naive-frames", "3", "--set", f"home={tmp_path / 'home'}"),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["detector"] == "track" and out["hold"] is True and out["frames"] == 115
+    assert out["reference_faces"] > 100 and out["kept"] >= 0.95 and out["extra"] <= 0.05 * out["reference_faces"]
+    assert out["fps"] > 0 and 0 < out["p50_ms"] <= out["p95_ms"] and out["naive_fps"] > 0
+
+
 @pytest.mark.slow
 def test_hot_reload_from_real_mlflow_server(video, tiny_model_path, mlflow_server, tmp_path):
     s = _settings(tmp_path, f'mlflow.tracking_uri="{mlflow_server["uri"]}"', 'registry.model_name="fer-reload"',
