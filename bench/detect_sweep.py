@@ -20,21 +20,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fer_core import detect  # noqa: E402
+from serving.bench import match_reference  # noqa: E402
 from serving.pipeline import FaceFinder  # noqa: E402
 
 
 def kept_share(reference: list[np.ndarray], found: list[np.ndarray]) -> tuple[float, int, int]:
     """The share of reference boxes found (IoU >= 0.5), their number, and the found boxes matching none."""
-    kept = total = extra = 0
-    for ref, boxes in zip(reference, found, strict=True):
-        total += len(ref)
-        if len(ref) and len(boxes):
-            overlap = detect.iou(ref, boxes)
-            kept += int((overlap.max(axis=1) >= 0.5).sum())
-            extra += int((overlap.max(axis=0) < 0.5).sum())
-        else:
-            extra += len(boxes)
+    kept, total, extra = match_reference(reference, found)
     return (kept / total if total else 1.0), total, extra
 
 

@@ -45,6 +45,20 @@ def naive_loop(video: str, keras_path: str, max_frames: int = 40) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def match_reference(reference: list[np.ndarray], found: list[np.ndarray]) -> tuple[int, int, int]:
+    """Per frame, the reference boxes found (IoU >= 0.5): (kept, reference boxes, found boxes matching none)."""
+    kept = total = extra = 0
+    for ref, boxes in zip(reference, found, strict=False):
+        total += len(ref)
+        if len(ref) and len(boxes):
+            overlap = detect.iou(ref, boxes)
+            kept += int((overlap.max(axis=1) >= 0.5).sum())
+            extra += int((overlap.max(axis=0) < 0.5).sum())
+        else:
+            extra += len(boxes)
+    return kept, total, extra
+
+
 def realtime(settings: Settings, video: str, model_uri: str, detector: str = "full", naive_frames: int = 40,
              scan_every: int = 48, hold: bool = True) -> dict[str, Any]:
     results: list[FrameResult] = []
@@ -53,16 +67,7 @@ def realtime(settings: Settings, video: str, model_uri: str, detector: str = "fu
     worker.results_hook = results.append
     run = worker.run()
     ref = reference_boxes(video)
-    kept = total = extra = 0
-    for r, res in zip(ref, results, strict=False):
-        total += len(r)
-        boxes = res.detections.boxes
-        if len(r) and len(boxes):
-            overlap = detect.iou(r, boxes)
-            kept += int((overlap.max(axis=1) >= 0.5).sum())
-            extra += int((overlap.max(axis=0) < 0.5).sum())
-        else:
-            extra += len(boxes)
+    kept, total, extra = match_reference(ref, [res.detections.boxes for res in results])
     naive_fps = naive_loop(video, str(registry.resolve(model_uri, settings).path), naive_frames) if naive_frames else 0
     return {"video": video, "detector": detector, "scan_every": scan_every if detector == "track" else None,
             "hold": hold if detector == "track" else None,
