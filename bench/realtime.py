@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -28,10 +29,17 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as home:
         s = load_settings(None, [f'home="{home}"'], environ={})
+        runs: dict[str, list[dict]] = {}
         for _ in range(args.repeat):
             for detector, hold in (("full", True), ("track", True), ("track", False)):
                 result = realtime(s, args.video, args.model, detector, hold=hold)
+                runs.setdefault(f"{detector}{'' if hold or detector == 'full' else '-no-hold'}", []).append(result)
                 print(json.dumps({"bench": "realtime", **result}), flush=True)
+    if args.repeat > 1:
+        for mode, results in runs.items():
+            print(json.dumps({"bench": "realtime-median", "mode": mode, "runs": len(results),
+                              **{k: statistics.median(r[k] for r in results)
+                                 for k in ("fps", "p50_ms", "p95_ms", "kept", "naive_fps", "speedup")}}), flush=True)
 
 
 if __name__ == "__main__":
