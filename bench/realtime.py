@@ -31,9 +31,10 @@ def main() -> None:
         s = load_settings(None, [f'home="{home}"'], environ={})
         runs: dict[str, list[dict]] = {}
         for _ in range(args.repeat):
-            for detector, hold in (("full", True), ("track", True), ("track", False)):
+            for mode, detector, hold in (("full", "full", True), ("track", "track", True),
+                                         ("track-no-hold", "track", False)):
                 result = realtime(s, args.video, args.model, detector, hold=hold)
-                runs.setdefault(f"{detector}{'' if hold or detector == 'full' else '-no-hold'}", []).append(result)
+                runs.setdefault(mode, []).append(result)
                 print(json.dumps({"bench": "realtime", **result}), flush=True)
     if args.repeat > 1:
         for mode, results in runs.items():

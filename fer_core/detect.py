@@ -95,6 +95,17 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
+def inside(a: np.ndarray, b: np.ndarray, eps: float = 0.2) -> np.ndarray:
+    """Pairwise: box a[i] lies within box b[j] grown by eps of its size (OpenCV groupRectangles' test for
+    dropping a box nested in a stronger one): shape (len(a), len(b))."""
+    a = np.asarray(a, np.int64).reshape(-1, 1, 4)
+    b = np.asarray(b, np.int64).reshape(1, -1, 4)
+    dx, dy = (b[..., 2] * eps).astype(np.int64), (b[..., 3] * eps).astype(np.int64)
+    return ((a[..., 0] >= b[..., 0] - dx) & (a[..., 1] >= b[..., 1] - dy)
+            & (a[..., 0] + a[..., 2] <= b[..., 0] + b[..., 2] + dx)
+            & (a[..., 1] + a[..., 3] <= b[..., 1] + b[..., 3] + dy))
+
+
 def pyramid_factors(width: int, height: int, min_size: int, scale_factor: float = 1.1,
                     window: int = HAAR_WINDOW) -> list[float]:
     """The scale factors that OpenCV's detectMultiScale evaluates on a frame of this size, in its order."""

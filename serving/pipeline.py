@@ -1,6 +1,6 @@
 """Per-frame processing as small composable pieces: a face finder, a detections type, classification.
 
-The face finder runs OpenCV's Haar cascade on every frame. In `full` mode it scans the whole frame
+The face finder runs OpenCV's Haar cascade on each frame. In `full` mode it scans the whole frame
 (the reference). In `track` mode it evaluates the reference's own windows only around the places where
 the last frame had raw cascade hits (`detect.LocalHaar`: identical windows, so identical answers there),
 and finds new places with a cheap half-resolution scan of the whole frame every `scan_every` frames on a
@@ -46,15 +46,15 @@ class FrameResult:
 
 
 class FaceFinder:
-    """Haar on every frame, full-frame or tracked (see the module docstring)."""
+    """Haar per frame, full-frame or tracked (see the module docstring)."""
 
     def __init__(self, mode: str = "full", scan_every: int = 48, coast: int = 2, min_size: int = 48,
-                 inner_every: int = 6, hold: bool = True, ratio: float = 1.3):
+                 inner_every: int = 6, hold: bool = True):
         if mode not in ("full", "track"):
             raise ValueError(f"detector mode must be full or track, got {mode!r}")
         self.mode, self.scan_every, self.coast = mode, max(1, scan_every), coast
         self.inner_every = max(1, inner_every)  # look for boxes nested in known faces every N frames
-        self.hold, self.ratio = hold, ratio
+        self.hold = hold
         self.reference = detect.HaarDetector(1.1, 5, min_size, 0)
         self.local = detect.LocalHaar(self.reference)
         self._seeds = np.zeros((0, 4), np.int32)
@@ -88,7 +88,7 @@ class FaceFinder:
         held_seeds = np.zeros((0, 4), np.int32)
         if len(held) and len(seeds):
             # a held face holds what lies inside it too: Haar's grouping drops boxes nested in a strong face
-            covered = (detect.iou(seeds, held).max(axis=1) >= 0.3) | _inside(seeds, held).any(axis=1)
+            covered = (detect.iou(seeds, held).max(axis=1) >= 0.3) | detect.inside(seeds, held).any(axis=1)
             held_seeds, seeds = seeds[covered], seeds[~covered]
         raw = self._scan_near(gray, seeds, inner)
         self._n += 1
@@ -111,12 +111,12 @@ class FaceFinder:
             return np.zeros((0, 4), np.int32)
         steady = (detect.iou(self._last, self._before).max(axis=1) >= 0.7) & ~self._last_held
         if steady.any():  # with a face, what last frame found inside it (the region keeps last frame's answer)
-            steady |= _inside(self._last, self._last[steady]).any(axis=1) & ~self._last_held
+            steady |= detect.inside(self._last, self._last[steady]).any(axis=1) & ~self._last_held
         return self._last[steady]
 
     def _scan_near(self, gray: np.ndarray, seeds: np.ndarray, inner: bool) -> np.ndarray:
         """The levels around the seeds, split over this thread and a helper (OpenCV releases the GIL)."""
-        plan = self.local.plan(gray.shape[:2], seeds, ratio=self.ratio, inner=inner) if len(seeds) else []
+        plan = self.local.plan(gray.shape[:2], seeds, inner=inner) if len(seeds) else []
         if not plan:
             return np.zeros((0, 4), np.int32)
         cost = [sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in regions) for _, regions in plan]
@@ -167,14 +167,3 @@ class FramePipeline:
         t2 = time.perf_counter()
         return FrameResult(index, timestamp, Detections(np.asarray(boxes, np.int32), probs),
                            {"detect": (t1 - t0) * 1000, "classify": (t2 - t1) * 1000})
-
-
-def _inside(a: np.ndarray, b: np.ndarray, eps: float = 0.2) -> np.ndarray:
-    """Pairwise: box a[i] lies within box b[j] grown by eps of its size (OpenCV groupRectangles' test)."""
-    a = np.asarray(a, np.int64).reshape(-1, 1, 4)
-    b = np.asarray(b, np.int64).reshape(1, -1, 4)
-    dx, dy = (b[..., 2] * eps).astype(np.int64), (b[..., 3] * eps).astype(np.int64)
-    return ((a[..., 0] >= b[..., 0] - dx) & (a[..., 1] >= b[..., 1] - dy)
-            & (a[..., 0] + a[..., 2] <= b[..., 0] + b[..., 2] + dx)
-            & (a[..., 1] + a[..., 3] <= b[..., 1] + b[..., 3] + dy))
-
