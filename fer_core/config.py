@@ -71,6 +71,9 @@ class TrainSettings(_Section):
     class_weights: bool = False
     early_stopping_patience: int = 8
     reduce_lr_patience: int = 3
+    # "plateau": halve the rate when validation loss stalls; "cosine": decay from learning_rate to 1/100 of it
+    # over the configured epochs (each phase), the schedule for a warm restart of a plateaued model.
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"
     seed: int = 42
     threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's default
     max_minutes: float = 0.0  # stop training after this many minutes (0 = no limit): equal budgets on a CPU

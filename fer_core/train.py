@@ -118,6 +118,19 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def cosine_rate(epoch: int, epochs: int, peak: float, floor_ratio: float = 0.01) -> float:
+    """Cosine decay from `peak` at epoch 0 to `peak * floor_ratio` at the last epoch."""
+    floor = peak * floor_ratio
+    done = epoch / max(1, epochs - 1)
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(1.0, done)))
+
+
+def _lr_schedule(kind: str, lr: float, epochs: int, patience: int) -> keras.callbacks.Callback:
+    if kind == "cosine":  # per epoch; on resume Keras passes the true epoch index, so the curve carries on
+        return keras.callbacks.LearningRateScheduler(lambda epoch, _: cosine_rate(epoch, epochs, lr))
+    return keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=patience, min_lr=lr / 100)
+
+
 def warm_start(model: keras.Model, path: str) -> None:
     """Start from the weights of a saved model (the shipped baseline, a champion) instead of random ones.
 
@@ -179,8 +192,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
                                             mode="max", save_best_only=True),
             keras.callbacks.EarlyStopping(monitor="val_categorical_accuracy", mode="max",
                                           patience=t.early_stopping_patience, restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=t.reduce_lr_patience,
-                                              min_lr=lr / 100),
+            _lr_schedule(t.lr_schedule, lr, epochs, t.reduce_lr_patience),
             progress, *([budget] if budget else []), *(callbacks or []),
         ]
         started = time.time()

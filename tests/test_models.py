@@ -205,3 +205,17 @@ def test_warm_start_continues_from_a_saved_model(settings_factory, tmp_path):
     wider = settings_factory("train.epochs=1", "train.width=12", f'train.init_from="{first.model_path}"')
     with pytest.raises(ValueError, match="init_from"):
         train.train(wider, splits, tmp_path / "d")
+
+
+def test_cosine_schedule_decays_to_a_hundredth(settings_factory, tmp_path):
+    """train.lr_schedule=cosine: the rate falls from learning_rate to 1/100 of it over the epochs, whatever
+    validation does (plateau, the default, would keep 1e-3 over three short epochs)."""
+    x, y = _real_subset(4)
+    common = ("train.epochs=3", "train.batch_size=16", "train.width=8", "train.learning_rate=0.001",
+              "train.early_stopping_patience=10")
+    cosine = train.train(settings_factory(*common, "train.lr_schedule=cosine"), {"train": (x, y), "val": (x, y)},
+                         tmp_path / "a")
+    assert np.allclose(cosine.history["learning_rate"], [1e-3, 5.05e-4, 1e-5], rtol=1e-4)
+    assert train.cosine_rate(0, 40, 1e-3) > train.cosine_rate(20, 40, 1e-3) > train.cosine_rate(39, 40, 1e-3)
+    with pytest.raises(ValueError):
+        settings_factory("train.lr_schedule=step")
