@@ -1,0 +1,53 @@
+"""tools/accelerator_train.py: the accelerator training script, run here on the CPU backend at toy size."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from keras import ops
+
+from fer_core import models
+from fer_core.labels import NUM_CLASSES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("accelerator_train", ROOT / "tools" / "accelerator_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_distill_loss_is_label_loss_when_teacher_agrees(tool):
+    rng = np.random.default_rng(0)
+    labels = np.eye(NUM_CLASSES, dtype="float32")[rng.integers(0, NUM_CLASSES, 16)]
+    student = rng.dirichlet(np.ones(NUM_CLASSES), 16).astype("float32")
+    other = rng.dirichlet(np.ones(NUM_CLASSES), 16).astype("float32")
+    label_only = float(tool.distill_loss(1.0, 4.0, 0.1)(labels, np.concatenate([student, other], 1)))
+    agreeing = float(tool.distill_loss(0.5, 4.0, 0.1)(labels, np.concatenate([student, student], 1)))
+    disagreeing = float(tool.distill_loss(0.5, 4.0, 0.1)(labels, np.concatenate([student, other], 1)))
+    assert agreeing == pytest.approx(0.5 * label_only, rel=1e-4)  # KL(teacher || student) = 0
+    assert disagreeing > agreeing + 1e-3
+    assert float(tool.student_accuracy(ops.convert_to_tensor(labels), ops.convert_to_tensor(
+        np.concatenate([labels, other], 1)))) == 1.0
+
+
+def test_trains_a_loadable_compact_model_and_distils(tool, tmp_path):
+    rng = np.random.default_rng(1)
+    y = np.arange(140) % NUM_CLASSES
+    x = rng.integers(0, 255, (140, 48, 48), dtype=np.uint8)
+    data = tmp_path / "faces.npz"
+    np.savez(data, x_train=x[:112], y_train=y[:112], x_val=x[112:], y_val=y[112:])
+    common = ["--data", str(data), "--width", "8", "--minutes", "0.01", "--batch", "32", "--max-epochs", "2"]
+    summary = tool.main([*common, "--out", str(tmp_path / "plain")])
+    assert summary["epochs"] >= 1 and summary["params"] == models.build_compact(width=8).count_params()
+    student = models.load(str(tmp_path / "plain" / "best.keras"))
+    assert student.name == "compact" and student.predict(x[:4], verbose=0).shape == (4, NUM_CLASSES)
+    assert json.loads((tmp_path / "plain" / "history.json").read_text())["history"][0]["epoch"] == 1
+    distilled = tool.main([*common, "--out", str(tmp_path / "distilled"),
+                           "--teacher", str(tmp_path / "plain" / "best.keras")])
+    assert distilled["teacher"] and (tmp_path / "distilled" / "best.keras").is_file()
