@@ -12,16 +12,18 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from fer_core import models
 from fer_core.augment import build_augmenter
 from fer_core.config import Settings
 from fer_core.labels import NUM_CLASSES
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class TrainResult:
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bool, augmenter=None,
                  seed: int = 42) -> tf.data.Dataset:
     """uint8 faces and int labels -> batches of (faces, one-hot labels); augmentation on training batches."""
+    import tensorflow as tf  # here, not at import: tools/accelerator_train.py uses this module without TensorFlow
+
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -118,11 +122,15 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def cosine_decay(done: float, peak: float, floor_ratio: float = 0.01) -> float:
+    """Cosine decay from `peak` (done = 0) to `peak * floor_ratio` (done >= 1)."""
+    floor = peak * floor_ratio
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(1.0, done)))
+
+
 def cosine_rate(epoch: int, epochs: int, peak: float, floor_ratio: float = 0.01) -> float:
     """Cosine decay from `peak` at epoch 0 to `peak * floor_ratio` at the last epoch."""
-    floor = peak * floor_ratio
-    done = epoch / max(1, epochs - 1)
-    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(1.0, done)))
+    return cosine_decay(epoch / max(1, epochs - 1), peak, floor_ratio)
 
 
 def _lr_schedule(kind: str, lr: float, epochs: int, patience: int) -> keras.callbacks.Callback:
@@ -155,6 +163,8 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(t.seed)
     if t.threads:
+        import tensorflow as tf
+
         tf.config.threading.set_intra_op_parallelism_threads(t.threads)
     x_train, y_train = splits["train"]
     x_val, y_val = splits["val"]

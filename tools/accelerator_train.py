@@ -22,7 +22,6 @@ import argparse
 import io
 import json
 import lzma
-import math
 import os
 import time
 from pathlib import Path
@@ -36,8 +35,10 @@ from keras import layers, ops  # noqa: E402
 
 from fer_core import models  # noqa: E402
 from fer_core.augment import build_augmenter  # noqa: E402
-from fer_core.config import AugmentSettings  # noqa: E402
+from fer_core.config import AugmentSettings, TrainSettings  # noqa: E402
+from fer_core.data.table import FACE  # noqa: E402
 from fer_core.labels import NUM_CLASSES  # noqa: E402
+from fer_core.train import cosine_decay  # noqa: E402
 
 
 def load_arrays(path: str) -> dict[str, np.ndarray]:
@@ -49,7 +50,6 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-@keras.saving.register_keras_serializable(package="fer_tools")
 class RoundToPixels(layers.Layer):
     """Augmented float faces back to the uint8 pixel grid, as the tf.data pipeline does."""
 
@@ -59,8 +59,8 @@ class RoundToPixels(layers.Layer):
 
 def training_model(student: keras.Model, augment: keras.Model, teacher: keras.Model | None) -> keras.Model:
     """faces -> augment (training only) -> student probabilities (and the teacher's, side by side)."""
-    inputs = keras.Input(shape=(48, 48), dtype="float32", name="faces")
-    x = layers.Reshape((48, 48, 1))(inputs)
+    inputs = keras.Input(shape=(FACE, FACE), dtype="float32", name="faces")
+    x = layers.Reshape((FACE, FACE, 1))(inputs)
     x = RoundToPixels()(augment(x))
     out = student(x)
     if teacher is not None:
@@ -111,7 +111,7 @@ class CosineOverBudget(keras.callbacks.Callback):
         if epoch < self.warmup:
             lr = self.peak * (epoch + 1) / self.warmup
         else:
-            lr = self.peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * self._fraction())))
+            lr = cosine_decay(self._fraction(), self.peak)
         self.model.optimizer.learning_rate.assign(lr)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -119,28 +119,28 @@ class CosineOverBudget(keras.callbacks.Callback):
         logs.update(epoch=epoch + 1, seconds=round(time.time() - self.t0, 1),
                     learning_rate=float(self.model.optimizer.learning_rate.numpy()))
         self.history.append(logs)
-        acc = logs.get("val_student_accuracy", logs.get("val_accuracy", 0.0))
-        if acc > self.best:
-            self.best = acc
+        if logs["val_student_accuracy"] > self.best:
+            self.best = logs["val_student_accuracy"]
             self.student.save(self.out / "best.keras")
-        if epoch % 10 == 0 or self._fraction() >= 1.0:
+        spent = self._fraction() >= 1.0
+        if epoch % 10 == 0 or spent:
             print(json.dumps({"run": self.out.name, **logs}), flush=True)
-        if self._fraction() >= 1.0:
-            self.model.stop_training = True
+        self.model.stop_training = spent
 
 
 def main(argv: list[str] | None = None) -> dict:
+    defaults = TrainSettings()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="faces.npz of a dataset version (x_train, y_train, x_val, y_val); also .npz.xz")
     p.add_argument("--out", required=True)
-    p.add_argument("--width", type=int, default=28)
-    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--width", type=int, default=defaults.width)
+    p.add_argument("--dropout", type=float, default=defaults.dropout)
     p.add_argument("--minutes", type=float, default=7.0)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup-epochs", type=int, default=3)
-    p.add_argument("--smoothing", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--smoothing", type=float, default=defaults.label_smoothing)
+    p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--teacher", default="", help="a .keras model to distil from")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the label loss when distilling")
     p.add_argument("--temperature", type=float, default=4.0)
