@@ -23,7 +23,7 @@ import numpy as np
 
 from fer_core.config import Settings
 
-DEMO_OVERRIDES = ["train.epochs=1", "train.width=8", "train.batch_size=32", "data.max_reject_ratio=0.2"]
+DEMO_OVERRIDES = ["train.epochs=1", "train.width=16", "train.batch_size=32", "data.max_reject_ratio=0.2"]
 
 
 def portrait() -> np.ndarray:

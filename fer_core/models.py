@@ -15,6 +15,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
+from fer_core.config import MIN_COMPACT_WIDTH  # noqa: E402
 from fer_core.data.table import FACE  # noqa: E402
 from fer_core.labels import NUM_CLASSES  # noqa: E402
 
@@ -43,6 +44,9 @@ def _sep_block(x, filters: int, name: str):
 
 
 def build_compact(width: int = 28, dropout: float = 0.3, mean: float = 128.0, std: float = 64.0) -> keras.Model:
+    if width < MIN_COMPACT_WIDTH:
+        raise ValueError(f"compact width {width} is below {MIN_COMPACT_WIDTH}: TensorFlow's oneDNN kernels crash "
+                         f"training layers that narrow on AVX-512 CPUs (see fer_core.config.MIN_COMPACT_WIDTH)")
     inputs, x = _face_input(mean, std)
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv1")(x)
     x = layers.BatchNormalization(name="stem_bn1")(x)

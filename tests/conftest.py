@@ -76,7 +76,7 @@ def tiny_model_path(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(7), 24)
     x = np.stack([face_pattern(int(k), rng) for k in y])
-    s = load_settings(None, [f'home="{home}"', "train.epochs=2", "train.batch_size=32", "train.width=8",
+    s = load_settings(None, [f'home="{home}"', "train.epochs=2", "train.batch_size=32", "train.width=16",
                              "augment.enabled=false"], environ={})
     result = train.train(s, {"train": (x, y), "val": (x[::3], y[::3])}, home / "run")
     return result.model_path

@@ -42,9 +42,9 @@ def test_trains_a_loadable_compact_model_and_distils(tool, tmp_path):
     x = rng.integers(0, 255, (140, 48, 48), dtype=np.uint8)
     data = tmp_path / "faces.npz"
     np.savez(data, x_train=x[:112], y_train=y[:112], x_val=x[112:], y_val=y[112:])
-    common = ["--data", str(data), "--width", "8", "--minutes", "0.01", "--batch", "32", "--max-epochs", "2"]
+    common = ["--data", str(data), "--width", "16", "--minutes", "0.01", "--batch", "32", "--max-epochs", "2"]
     summary = tool.main([*common, "--out", str(tmp_path / "plain")])
-    assert summary["epochs"] >= 1 and summary["params"] == models.build_compact(width=8).count_params()
+    assert summary["epochs"] >= 1 and summary["params"] == models.build_compact(width=16).count_params()
     student = models.load(str(tmp_path / "plain" / "best.keras"))
     assert student.name == "compact" and student.predict(x[:4], verbose=0).shape == (4, NUM_CLASSES)
     assert json.loads((tmp_path / "plain" / "history.json").read_text())["history"][0]["epoch"] == 1

@@ -18,7 +18,7 @@ def harness():
 
 def _overrides(tmp_path, data, *extra):
     return [f'home="{tmp_path / "home"}"', f'data.fer2013="{data["fer2013"]}"', f'data.expw="{data["expw"]}"',
-            "train.epochs=1", "train.width=8", "train.batch_size=32", "gate.min_class_recall=0",
+            "train.epochs=1", "train.width=16", "train.batch_size=32", "gate.min_class_recall=0",
             "pipeline.retry_delay_s=0.1", *extra]
 
 

@@ -1,6 +1,7 @@
 """The model zoo: build, train briefly, save and reload to identical predictions; fast inference agrees."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -47,6 +48,45 @@ def test_zoo_model_trains_saves_and_reloads(name, settings_factory, tmp_path):
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ValueError, match="zoo has compact"):
         models.build("alexnet")
+
+
+def test_widths_below_the_onednn_floor_are_refused_clearly(settings_factory):
+    from fer_core.config import MIN_COMPACT_WIDTH, ConfigError
+
+    with pytest.raises(ConfigError, match=f"train.width: Input should be greater than or equal to {MIN_COMPACT_WIDTH}"):
+        settings_factory("train.width=8")
+    with pytest.raises(ValueError, match="oneDNN"):
+        models.build_compact(width=12)
+    assert models.build_compact(width=MIN_COMPACT_WIDTH).count_params() > 0
+
+
+DEMO_TRAINING = """
+import sys
+import numpy as np
+from fer_cli.demo import DEMO_OVERRIDES
+from fer_core import train
+from fer_core.config import load_settings
+from tests.helpers import face_pattern
+
+s = load_settings(None, [f'home="{sys.argv[1]}"', *DEMO_OVERRIDES, "train.epochs=2"], environ={})
+rng = np.random.default_rng(0)
+y = np.arange(7 * 30) % 7
+x = np.stack([face_pattern(int(k), rng) for k in y])
+result = train.train(s, {"train": (x, y), "val": (x[::3], y[::3])}, sys.argv[1] + "/run")
+print("trained", s.train.width, result.epochs_run)
+"""
+
+
+def test_demo_training_configuration_trains_in_a_fresh_process(tmp_path):
+    """The demo's own training settings in a fresh interpreter, where an oneDNN crash would kill the process
+    (segfault or abort) instead of failing an assertion."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", DEMO_TRAINING, str(tmp_path)], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trained 16 2" in proc.stdout
 
 
 def test_model_owns_its_preprocessing(tiny_model_path):
@@ -137,7 +177,7 @@ def test_interrupted_run_resumes_from_checkpoint(settings_factory, tmp_path):
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(7), 6)
     x = np.stack([helpers.face_pattern(int(k), rng) for k in y])
-    s = settings_factory("train.epochs=3", "train.batch_size=16", "train.width=8", "augment.enabled=false",
+    s = settings_factory("train.epochs=3", "train.batch_size=16", "train.width=16", "augment.enabled=false",
                          "train.early_stopping_patience=10")
     splits = {"train": (x, y), "val": (x, y)}
     with pytest.raises(KeyboardInterrupt):
@@ -155,7 +195,7 @@ def test_interrupted_run_resumes_from_checkpoint(settings_factory, tmp_path):
 
 def test_time_budget_stops_training_mid_epoch(settings_factory, tmp_path):
     x, y = _real_subset()
-    s = settings_factory("train.epochs=50", "train.batch_size=4", "train.width=8", "train.max_minutes=0.0005")
+    s = settings_factory("train.epochs=50", "train.batch_size=4", "train.width=16", "train.max_minutes=0.0005")
     result = train.train(s, {"train": (x, y), "val": (x[::4], y[::4])}, tmp_path / "run")
     assert result.extra["budget_spent"] and result.epochs_run == 1
     assert 0 < result.extra["images_seen"] < len(x)
@@ -194,7 +234,7 @@ def test_warm_start_continues_from_a_saved_model(settings_factory, tmp_path):
     a model of another shape is a clear error, not a silent fresh start."""
     x, y = _real_subset()
     splits = {"train": (x, y), "val": (x, y)}
-    common = ("train.batch_size=16", "train.width=8")
+    common = ("train.batch_size=16", "train.width=16")
     first = train.train(settings_factory("train.epochs=1", *common), splits, tmp_path / "a")
     expected = first.model.predict(x[:32], verbose=0)
     warm = train.train(settings_factory("train.epochs=0", *common, f'train.init_from="{first.model_path}"'),
@@ -202,7 +242,7 @@ def test_warm_start_continues_from_a_saved_model(settings_factory, tmp_path):
     assert np.allclose(warm.model.predict(x[:32], verbose=0), expected, atol=1e-6)
     fresh = train.train(settings_factory("train.epochs=0", *common), splits, tmp_path / "c")
     assert not np.allclose(fresh.model.predict(x[:32], verbose=0), expected, atol=1e-3)
-    wider = settings_factory("train.epochs=1", "train.width=12", f'train.init_from="{first.model_path}"')
+    wider = settings_factory("train.epochs=1", "train.width=24", f'train.init_from="{first.model_path}"')
     with pytest.raises(ValueError, match="init_from"):
         train.train(wider, splits, tmp_path / "d")
 
@@ -211,7 +251,7 @@ def test_cosine_schedule_decays_to_a_hundredth(settings_factory, tmp_path):
     """train.lr_schedule=cosine: the rate falls from learning_rate to 1/100 of it over the epochs, whatever
     validation does (plateau, the default, would keep 1e-3 over three short epochs)."""
     x, y = _real_subset(4)
-    common = ("train.epochs=3", "train.batch_size=16", "train.width=8", "train.learning_rate=0.001",
+    common = ("train.epochs=3", "train.batch_size=16", "train.width=16", "train.learning_rate=0.001",
               "train.early_stopping_patience=10")
     cosine = train.train(settings_factory(*common, "train.lr_schedule=cosine"), {"train": (x, y), "val": (x, y)},
                          tmp_path / "a")

@@ -51,7 +51,7 @@ def _run(api: str, home, mlflow_uri: str, *extra: str, timeout: float = 600) -> 
     env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_LOGGING_LEVEL": "WARNING"}
     args = ["pipeline", "run", "--set", f"home={home}", "--set", f"data.fer2013={helpers.FER2013_CSV}",
             "--set", f"data.expw={helpers.EXPW_ROOT}", "--set", "data.limit=400", "--set", "train.epochs=1",
-            "--set", "train.width=8", "--set", "train.batch_size=32", "--set", f"mlflow.tracking_uri={mlflow_uri}",
+            "--set", "train.width=16", "--set", "train.batch_size=32", "--set", f"mlflow.tracking_uri={mlflow_uri}",
             "--set", "gate.min_class_recall=0", "--set", "pipeline.retry_delay_s=2", *extra]
     return subprocess.run(helpers.fer_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout)
 

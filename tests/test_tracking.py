@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def test_training_run_logged_to_real_mlflow_server(settings_factory, small_data, mlflow_server, tmp_path):
     s = settings_factory(f'data.fer2013="{small_data["fer2013"]}"', f'data.expw="{small_data["expw"]}"',
-                         f'mlflow.tracking_uri="{mlflow_server["uri"]}"', "train.epochs=2", "train.width=8",
+                         f'mlflow.tracking_uri="{mlflow_server["uri"]}"', "train.epochs=2", "train.width=16",
                          "train.batch_size=32", "wandb.enabled=true", "wandb.mode=offline",
                          f'wandb.dir="{tmp_path / "wandb"}"')
     ds = dataset.build(s)
@@ -56,7 +56,7 @@ def test_cli_train_logs_an_experiment_without_registering(small_data, tmp_path):
     proc = subprocess.run(helpers.fer_cmd("train", "--name", "exp1", "--set", f'home="{home}"',
                                           "--set", f'data.fer2013="{small_data["fer2013"]}"',
                                           "--set", f'data.expw="{small_data["expw"]}"', "--set", "train.epochs=1",
-                                          "--set", "train.width=8", "--set", "train.batch_size=32"),
+                                          "--set", "train.width=16", "--set", "train.batch_size=32"),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
