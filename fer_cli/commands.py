@@ -54,16 +54,15 @@ def _default_model(settings) -> str:
 
 
 def _model_for_worker(settings, model: str | None) -> str:
-    """The model URI to serve; an empty registry is first given the shipped baseline as champion."""
+    """The model URI to serve. Only the embedded default registry (sqlite under home) is given the shipped
+    baseline as champion when it has none; a worker never writes to a shared registry (it waits, not ready,
+    until a champion appears there)."""
     uri = model or _default_model(settings)
-    if uri == _default_model(settings):
+    if uri == _default_model(settings) and settings.embedded_registry:
         from fer_core import baseline, registry
 
-        try:
-            if registry.champion(settings) is None:
-                baseline.bootstrap(settings)
-        except registry.RegistryError:
-            pass  # registry down: the worker falls back to its cached last good model
+        if registry.champion(settings) is None:
+            baseline.bootstrap(settings)
     return uri
 
 
@@ -134,7 +133,7 @@ def cmd_predict(args) -> int:
                  for b, p in zip(boxes, probs, strict=True)]
         results.append({"image": image, "width": w, "height": h, "faces": faces})
     emit({"model": clf.source, "model_version": clf.version, "results": results})
-    return 2 if failed else 0
+    return 1 if failed else 0
 
 
 def add_predict(sub) -> None:
@@ -186,7 +185,6 @@ def _prefect_env(settings) -> None:
 
     os.environ.setdefault("PREFECT_HOME", str(settings.home_path / "prefect"))
     Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
@@ -195,9 +193,11 @@ def cmd_pipeline_run(args) -> int:
 
     s = _settings(args)
     _prefect_env(s)
+    from flows.api import prefect_api
     from flows.retrain import retrain
 
-    result = retrain(args.config, args.set)
+    with prefect_api():
+        result = retrain(args.config, args.set)
     emit(pipeline_summary(result))
     return 0
 
@@ -356,7 +356,7 @@ def cmd_bench_realtime(args) -> int:
     from serving.bench import realtime
 
     s = _settings(args)
-    emit(realtime(s, args.video, args.model or _default_model(s), args.detector, args.naive_frames,
+    emit(realtime(s, args.video, _model_for_worker(s, args.model), args.detector, args.naive_frames,
                   scan_every=args.scan_every, hold=not args.no_hold))
     return 0
 
@@ -383,7 +383,10 @@ def cmd_demo(args) -> int:
 
     s = _settings(args)
     _prefect_env(s)
-    emit(run_demo(s))
+    from flows.api import prefect_api
+
+    with prefect_api():
+        emit(run_demo(s))
     return 0
 
 

@@ -164,6 +164,11 @@ class Settings(_Section):
         return self.mlflow.tracking_uri or f"sqlite:///{self.home_path / 'mlflow' / 'mlflow.db'}"
 
     @property
+    def embedded_registry(self) -> bool:
+        """True when the registry is the embedded default (sqlite under home), which may bootstrap itself."""
+        return self.tracking_uri == f"sqlite:///{self.home_path / 'mlflow' / 'mlflow.db'}"
+
+    @property
     def artifact_root(self) -> str:
         return self.mlflow.artifact_root or (self.home_path / "mlflow" / "artifacts").as_uri()
 

@@ -21,6 +21,7 @@ from fer_core import models
 from fer_core.augment import build_augmenter
 from fer_core.config import Settings
 from fer_core.labels import NUM_CLASSES
+from fer_core.progress import keras_callback as progress_bar
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -205,6 +206,8 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
             _lr_schedule(t.lr_schedule, lr, epochs, t.reduce_lr_patience),
             progress, *([budget] if budget else []), *(callbacks or []),
         ]
+        bar = progress_bar(epochs, len(train_ds))
+        cbs += [bar] if bar is not None else []
         started = time.time()
         hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, verbose=0,
                          callbacks=cbs)

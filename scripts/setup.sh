@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up a fresh machine: system packages the tests use (Debian), then a virtualenv with the project.
+# Set up a fresh machine: system packages the tests use (Debian), then a virtualenv with the project,
+# installed from the lock file (hashes checked; refresh it with scripts/lock.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
@@ -8,6 +9,8 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
   command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
   command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+  command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq >/dev/null 2>&1 || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
@@ -16,5 +19,6 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[dev]'
+.venv/bin/pip install -q --require-hashes -r requirements-dev.lock
+.venv/bin/pip install -q --no-deps -e .
 echo "setup: done. Try: .venv/bin/fer demo" >&2

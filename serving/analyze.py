@@ -6,8 +6,10 @@ import io
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
+from fer_core import progress
 from fer_core.config import Settings
 from fer_core.labels import EMOTIONS
 from serving.sinks import write_json
@@ -43,10 +45,15 @@ def plot_timeline(per_second: list[dict], title: str) -> bytes:
 def analyze(settings: Settings, video: str, out_dir: str, model_uri: str, detector: str = "full") -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    opts = WorkerOptions(source=video, model_uri=model_uri, timeline=str(out / "timeline.csv"),
+    opts = WorkerOptions(source=video, model_uri=model_uri, timeline=str(out / "timeline.csv"), model_wait_s=60.0,
                          record=str(out / "annotated.mp4"), detector=detector)
     worker = Worker(settings, opts)
-    run = worker.run()
+    cap = cv2.VideoCapture(video)
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    cap.release()
+    with progress.bar(total=total, desc=f"analyze {Path(video).name}", unit="frame") as bar:
+        worker.results_hook = lambda _result: bar.update(1)
+        run = worker.run()
     per_second = worker.timeline.per_second()
     totals = np.zeros(len(EMOTIONS))
     for r in per_second:

@@ -63,7 +63,7 @@ def realtime(settings: Settings, video: str, model_uri: str, detector: str = "fu
              scan_every: int = 48, hold: bool = True) -> dict[str, Any]:
     results: list[FrameResult] = []
     worker = Worker(settings, WorkerOptions(source=video, model_uri=model_uri, detector=detector,
-                                            scan_every=scan_every, hold=hold))
+                                            scan_every=scan_every, hold=hold, model_wait_s=60.0))
     worker.results_hook = results.append
     run = worker.run()
     ref = reference_boxes(video)

@@ -25,6 +25,10 @@ class TokenRequired(ValueError):
     """Binding beyond loopback without a token."""
 
 
+class HttpBindError(RuntimeError):
+    """The HTTP address cannot be bound (in use, or not an address of this machine)."""
+
+
 def parse_bind(spec: str) -> tuple[str, int]:
     host, _, port = spec.rpartition(":")
     if not port.isdigit():
@@ -42,7 +46,11 @@ class WorkerHTTP:
             raise TokenRequired(f"binding {self.host} beyond loopback needs a token (set FER_HTTP_TOKEN)")
         self.page = resources.files("serving").joinpath("static/preview.html").read_text()
         handler = self._handler()
-        self.server = ThreadingHTTPServer((self.host, self.port), handler)
+        try:
+            self.server = ThreadingHTTPServer((self.host, self.port), handler)
+        except OSError as exc:
+            raise HttpBindError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}; choose another "
+                                "--http HOST:PORT or stop what holds it") from exc
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="fer-http", daemon=True)

@@ -65,7 +65,11 @@ class ModelHolder:
         except Exception as exc:  # noqa: BLE001 - registry down: keep serving
             log.warning("cannot poll %s: %s", self.uri, exc)
             return False
-        if latest is None or latest == self.version:
+        if latest is None:
+            if not self.ready:
+                log.warning("no version of %s yet: waiting for one to be promoted", self.uri)
+            return False
+        if latest == self.version and self.ready:
             return False
         log.info("alias moved: %s -> %s; loading in the background", self.version, latest)
         before = self.version

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -44,9 +45,12 @@ class FileSource:
 
     def __init__(self, path: str, stats=None):
         self.path = path
+        if not Path(path).is_file():
+            raise SourceError(f"video not found: {path} (a source is a camera index, a video file, or an rtsp:// "
+                              "or http:// URL)")
         self.cap = cv2.VideoCapture(path)
         if not self.cap.isOpened():
-            raise SourceError(f"cannot open video {path}")
+            raise SourceError(f"cannot read {path} as a video: FFmpeg cannot open it (is it a video file?)")
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 25.0
         self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.stats = stats

@@ -35,7 +35,7 @@ class WorkerOptions:
     scan_every: int = 48
     hold: bool = True  # track mode: steady faces keep their box every other frame
     preview_fps: float = 15.0
-    model_wait_s: float = 60.0
+    model_wait_s: float = 0.0  # give up when no model loads within this time; 0 = wait (not ready) until stopped
 
 
 class Worker:
@@ -145,6 +145,49 @@ class Worker:
                 if cv2.waitKey(1) & 0xFF in (27, ord("q")):
                     self.stop()
 
+    def _wait_for_model(self) -> bool:
+        """Wait, not ready, until a model is loaded (True) or the worker is stopped (False); give up with a
+        clear error only when options.model_wait_s is set. A shared registry without a champion is a state
+        to wait out, not a failure: the poller loads the champion as soon as one is promoted."""
+        waited, said = 0.0, -1.0
+        while not self.model.ready:
+            if self._stop.is_set():
+                return False
+            if self.opt.model_wait_s and waited >= self.opt.model_wait_s:
+                raise RuntimeError(f"no model could be loaded from {self.opt.model_uri} within "
+                                   f"{self.opt.model_wait_s:.0f} s: {self.model.last_error or 'no champion yet'}")
+            if waited - said >= 30.0:
+                log.warning("not ready: no model loaded from %s yet (%s); polling every %.0f s",
+                            self.opt.model_uri, self.model.last_error or "waiting", self.model.poll_s)
+                said = waited
+            self.model.wait_ready(0.5)
+            waited += 0.5
+        return True
+
+    def _serve_frames(self) -> float:
+        """The frame loop; returns when it started (throughput counts from the first frame)."""
+        window_start, window_frames = time.perf_counter(), 0
+        started = time.perf_counter()
+        for frame in self._frames():
+            t0 = time.perf_counter()
+            result = self.pipeline.process(frame.index, frame.timestamp, frame.image)
+            self._emit(frame, result)
+            total = (time.perf_counter() - t0) * 1000
+            self.metrics.latency.labels(stage="total").observe(total)
+            self.latencies.append(total)
+            self.frames += 1
+            self.faces += len(result.detections)
+            window_frames += 1
+            now = time.perf_counter()
+            if now - window_start >= 1.0:
+                self.fps = window_frames / (now - window_start)
+                self.metrics.fps.set(self.fps)
+                window_start, window_frames = now, 0
+                self._sync_source_stats()
+            if self._stop.is_set() or (self.opt.max_frames and self.frames >= self.opt.max_frames):
+                break
+        return started
+
     def run(self) -> dict:
         """Run until the source ends, max_frames, or a stop signal; returns a summary."""
         if threading.current_thread() is threading.main_thread():
@@ -157,30 +200,10 @@ class Worker:
         try:
             threading.Thread(target=self.model.load, name="fer-model-load", daemon=True).start()
             self.source = sources.open_source(self.opt.source, self.stats)
-            if not self.model.wait_ready(self.opt.model_wait_s):
-                raise RuntimeError(f"no model could be loaded from {self.opt.model_uri}: {self.model.last_error}")
-            self.model.start_polling()
-            self.metrics.ready.set(1)
-            window_start, window_frames = time.perf_counter(), 0
-            started = time.perf_counter()  # throughput counts from the first frame, not from start-up
-            for frame in self._frames():
-                t0 = time.perf_counter()
-                result = self.pipeline.process(frame.index, frame.timestamp, frame.image)
-                self._emit(frame, result)
-                total = (time.perf_counter() - t0) * 1000
-                self.metrics.latency.labels(stage="total").observe(total)
-                self.latencies.append(total)
-                self.frames += 1
-                self.faces += len(result.detections)
-                window_frames += 1
-                now = time.perf_counter()
-                if now - window_start >= 1.0:
-                    self.fps = window_frames / (now - window_start)
-                    self.metrics.fps.set(self.fps)
-                    window_start, window_frames = now, 0
-                    self._sync_source_stats()
-                if self._stop.is_set() or (self.opt.max_frames and self.frames >= self.opt.max_frames):
-                    break
+            self.model.start_polling()  # also loads the model later when there is none yet
+            if self._wait_for_model():
+                self.metrics.ready.set(1)
+                started = self._serve_frames()
         finally:
             self.stopped = True
             self.metrics.ready.set(0)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -129,15 +132,16 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
 class MlflowServer:
     """A real `mlflow server` on loopback that a test can stop and start again on the same port and store."""
 
-    def __init__(self, root: Path, port: int | None = None):
+    def __init__(self, root: Path, port: int | None = None, backend_store: str = ""):
         self.root, self.port = root, port or free_port()
+        self.backend_store = backend_store or f"sqlite:///{root / 'mlflow.db'}"
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120) -> MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = [venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+               "--backend-store-uri", self.backend_store,
                "--artifacts-destination", (self.root / "artifacts").as_uri(), "--workers", "1"]
         log = open(self.root / "server.log", "a")  # noqa: SIM115 - the server owns it
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -148,6 +152,52 @@ class MlflowServer:
         if self.proc is not None:
             stop_process(self.proc)
             self.proc = None
+
+
+class PostgresServer:
+    """A real PostgreSQL (Debian's package) on 127.0.0.1 in a throwaway cluster; run as the `postgres` user
+    when the tests run as root, since PostgreSQL refuses to run as root."""
+
+    def __init__(self):
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not bins:
+            raise FileNotFoundError("PostgreSQL is not installed (scripts/setup.sh installs Debian's postgresql)")
+        self.bin = bins[-1].parent
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="fer-pg-"))
+        self.proc: subprocess.Popen | None = None
+        self._as_user = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] \
+            if os.geteuid() == 0 else []
+        if self._as_user:
+            shutil.chown(self.root, "postgres", "postgres")
+
+    def url(self, db: str) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> PostgresServer:
+        data = self.root / "data"
+        subprocess.run([*self._as_user, str(self.bin / "initdb"), "-D", str(data), "-U", "postgres",
+                        "--auth=trust", "-E", "UTF8"], check=True, capture_output=True, timeout=120)
+        log = open(self.root / "server.log", "w")  # noqa: SIM115 - the server owns it
+        self.proc = subprocess.Popen([*self._as_user, str(self.bin / "postgres"), "-D", str(data), "-h", "127.0.0.1",
+                                      "-p", str(self.port), "-k", str(self.root)], stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, self.proc, 60)
+        return self
+
+    def create_db(self, name: str) -> None:
+        subprocess.run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name],
+                       check=True, capture_output=True, timeout=60)
+
+    def query(self, db: str, sql: str) -> str:
+        return subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                               "-d", db, "-tAc", sql], check=True, capture_output=True, text=True).stdout.strip()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def write_mjpeg_with_corrupt_frames(src: Path | str, path: Path, frames: int, corrupt: set[int]) -> Path:

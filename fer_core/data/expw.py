@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fer_core import storage
+from fer_core import progress, storage
 from fer_core.data.table import FACE, FaceTable, Rejects
 from fer_core.labels import NUM_CLASSES
 
@@ -112,14 +112,17 @@ def iter_faces(root: str, boxes: list[Box], margin: float, workers: int = 0,
     names = list(by_image)
     workers = workers or os.cpu_count() or 2
     window = workers * 8  # bounded in-flight work: only this many images are ever decoded at once
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool, progress.bar(total=len(names), desc="ExpW images",
+                                                                         unit="image") as bar:
         pending = []
         for name in names:
             pending.append(pool.submit(_crop_image, root, name, by_image[name], margin))
             if len(pending) >= window:
                 yield from pending.pop(0).result()
+                bar.update(1)
         for fut in pending:
             yield from fut.result()
+            bar.update(1)
 
 
 def read(root: str, limit: int = 0, margin: float = 0.10, min_confidence: float | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import warnings
 from pathlib import PurePosixPath
 
@@ -11,7 +12,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fer_core import storage
+from fer_core import progress, storage
 from fer_core.data.table import FACE, FaceTable, Rejects
 from fer_core.labels import NUM_CLASSES, label_index
 
@@ -85,7 +86,8 @@ def read_csv(path: str, limit: int = 0, chunk_rows: int = 2048) -> tuple[FaceTab
     pixel_strings = frame["pixels"].to_numpy()
     pixels = np.zeros((len(rows), _PIXELS), np.uint8)
     good = np.ones(len(rows), bool)
-    for start in range(0, len(rows), chunk_rows):
+    for start in progress.track(range(0, len(rows), chunk_rows), desc="FER2013 rows", unit="chunk",
+                                total=math.ceil(len(rows) / chunk_rows)):
         part = rows[start:start + chunk_rows]
         parsed, bad = _parse_rows([pixel_strings[i] for i in part])
         pixels[start:start + len(part)] = parsed

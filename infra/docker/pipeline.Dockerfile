@@ -6,12 +6,14 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 fer
 WORKDIR /opt/fer
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY fer_core fer_core
 COPY fer_cli fer_cli
 COPY flows flows
 COPY serving serving
-RUN pip install . "psycopg2-binary==2.9.10"
+RUN pip install --require-hashes -r requirements.lock && pip install --no-deps .
+# Named volumes start as copies of these folders, so they belong to fer, not root.
+RUN mkdir -p /data/fer /mlartifacts && chown fer:fer /data/fer /mlartifacts
 USER fer
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import fer_core, flows" || exit 1
 CMD ["fer", "--help"]

@@ -68,7 +68,7 @@ resource "google_compute_instance" "worker" {
 
   boot_disk {
     initialize_params {
-      image = "ubuntu-os-cloud/ubuntu-2204-lts"
+      image = "debian-cloud/debian-12" # Python 3.11, as the lock file
       size  = 30
     }
   }

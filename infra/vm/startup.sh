@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# VM start-up script: install the project and run the worker as a systemd service.
+# VM start-up script (Debian 12): install the project from its lock file and run the worker as the
+# unprivileged user `fer`, through systemd where systemd runs (the VM), directly otherwise (a chroot).
 # On GCP it reads its settings from instance metadata; every setting can also come from the environment,
-# which is how the tests run the same steps in a throwaway folder (FER_SYSTEMD=0 starts the worker
-# directly instead of through systemd).
+# which is how tests/test_vm.py runs it for real inside a pristine Debian 12 root filesystem.
 set -euo pipefail
 
 meta() {  # instance metadata attribute, or empty off GCP
@@ -21,7 +21,8 @@ FER_HTTP_BIND="${FER_HTTP_BIND:-0.0.0.0:8000}"
 FER_TRACKING_URI="${FER_TRACKING_URI:-$(meta fer-tracking-uri)}"
 FER_HTTP_TOKEN="${FER_HTTP_TOKEN:-$(meta fer-http-token)}"
 FER_MODEL="${FER_MODEL:-}"
-FER_SYSTEMD="${FER_SYSTEMD:-1}"
+FER_SYSTEMD="${FER_SYSTEMD:-auto}"  # 1: systemd unit; 0: start the worker directly; auto: 1 where systemd runs
+[ "$FER_SYSTEMD" = auto ] && { [ -d /run/systemd/system ] && FER_SYSTEMD=1 || FER_SYSTEMD=0; }
 PYTHON="${PYTHON:-python3}"
 
 if [ -z "$FER_SRC" ]; then
@@ -29,10 +30,12 @@ if [ -z "$FER_SRC" ]; then
   exit 1
 fi
 
-if [ "$FER_SYSTEMD" = 1 ]; then
+AS_ROOT=0
+[ "$(id -u)" = 0 ] && AS_ROOT=1
+if [ "$AS_ROOT" = 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends python3-venv python3-pip git libglib2.0-0
+  apt-get install -y -qq --no-install-recommends python3 python3-venv git ca-certificates libglib2.0-0 >/dev/null
   id fer >/dev/null 2>&1 || useradd --system --home-dir "$FER_STATE" --shell /usr/sbin/nologin fer
 fi
 
@@ -46,8 +49,9 @@ else
   git clone --depth 1 "$FER_SRC" "$FER_PREFIX/src"
 fi
 [ -x "$FER_PREFIX/venv/bin/python" ] || "$PYTHON" -m venv "$FER_PREFIX/venv"
-"$FER_PREFIX/venv/bin/pip" install -q --upgrade pip
-"$FER_PREFIX/venv/bin/pip" install -q "$FER_PREFIX/src"
+# Exactly the locked versions, hashes checked; then the project itself without resolving anything else.
+"$FER_PREFIX/venv/bin/pip" install -q --require-hashes -r "$FER_PREFIX/src/requirements.lock"
+"$FER_PREFIX/venv/bin/pip" install -q --no-deps "$FER_PREFIX/src"
 
 umask 077
 {
@@ -58,10 +62,12 @@ umask 077
   [ -n "$FER_HTTP_TOKEN" ] && echo "FER_HTTP_TOKEN=$FER_HTTP_TOKEN"
 } > "$FER_ETC/worker.env"
 
-if [ "$FER_SYSTEMD" = 1 ]; then
+if [ "$AS_ROOT" = 1 ]; then
   chown -R fer:fer "$FER_STATE"
   chmod 640 "$FER_ETC/worker.env"
   chgrp fer "$FER_ETC/worker.env"
+fi
+if [ "$FER_SYSTEMD" = 1 ]; then
   install -m 644 "$FER_PREFIX/src/infra/systemd/fer-worker.service" /etc/systemd/system/fer-worker.service
   systemctl daemon-reload
   systemctl enable --now fer-worker.service
@@ -72,7 +78,10 @@ else
   set +a
   model_args=()
   [ -n "$FER_MODEL" ] && model_args=(--model "$FER_MODEL")
-  nohup "$FER_PREFIX/venv/bin/fer" serve --source "$FER_SOURCE" --http "$FER_HTTP_BIND" "${model_args[@]}" \
+  as_user=()
+  [ "$AS_ROOT" = 1 ] && as_user=(setpriv --reuid=fer --regid=fer --init-groups -- env HOME="$FER_STATE")
+  cd "$FER_STATE"
+  nohup "${as_user[@]}" "$FER_PREFIX/venv/bin/fer" serve --source "$FER_SOURCE" --http "$FER_HTTP_BIND" "${model_args[@]}" \
     > "$FER_STATE/worker.log" 2>&1 &
   echo $! > "$FER_STATE/worker.pid"
 fi
