@@ -53,7 +53,7 @@ def _default_model(settings) -> str:
     return f"models:/{settings.registry.model_name}@{settings.registry.champion_alias}"
 
 
-def _model_for_worker(settings, model: str | None) -> str:
+def _model_uri(settings, model: str | None) -> str:
     """The model URI to serve. Only the embedded default registry (sqlite under home) is given the shipped
     baseline as champion when it has none; a worker never writes to a shared registry (it waits, not ready,
     until a champion appears there)."""
@@ -76,7 +76,7 @@ def cmd_evaluate(args) -> int:
     x, y, info = evaluate.load_eval_data(args.data, args.format, args.usage)
     if len(y) == 0:
         raise ValueError(f"no labelled faces in {args.data} ({info})")
-    clf = registry.load_classifier(args.model or _default_model(s), s)
+    clf = registry.load_classifier(_model_uri(s, args.model), s)
     probs = clf.predict(x)
     result = evaluate.metrics(y, probs)
     result["ece"] = round(evaluate.expected_calibration_error(y, probs), 6)
@@ -113,7 +113,7 @@ def cmd_predict(args) -> int:
     from fer_core.labels import EMOTIONS
 
     s = _settings(args)
-    clf = registry.load_classifier(args.model or _default_model(s), s)
+    clf = registry.load_classifier(_model_uri(s, args.model), s)
     detector = detect.HaarDetector(min_size=args.min_size)
     results, failed = [], 0
     for image in args.images:
@@ -307,7 +307,7 @@ def cmd_serve(args) -> int:
     from serving.worker import Worker, WorkerOptions
 
     s = _settings(args)
-    opts = WorkerOptions(source=args.source, model_uri=_model_for_worker(s, args.model), http=args.http or s.serve.http,
+    opts = WorkerOptions(source=args.source, model_uri=_model_uri(s, args.model), http=args.http or s.serve.http,
                          display=args.display, record=args.record or "", timeline=args.timeline or "",
                          max_frames=args.max_frames, detector=args.detector, hold=not args.no_hold)
     emit(Worker(s, opts).run())
@@ -337,7 +337,7 @@ def cmd_analyze(args) -> int:
     s = _settings(args)
     if not Path(args.video).is_file():
         raise FileNotFoundError(f"video not found: {args.video}")
-    emit(analyze(s, args.video, args.out, _model_for_worker(s, args.model), args.detector))
+    emit(analyze(s, args.video, args.out, _model_uri(s, args.model), args.detector))
     return 0
 
 
@@ -356,7 +356,7 @@ def cmd_bench_realtime(args) -> int:
     from serving.bench import realtime
 
     s = _settings(args)
-    emit(realtime(s, args.video, _model_for_worker(s, args.model), args.detector, args.naive_frames,
+    emit(realtime(s, args.video, _model_uri(s, args.model), args.detector, args.naive_frames,
                   scan_every=args.scan_every, hold=not args.no_hold))
     return 0
 

@@ -6,6 +6,7 @@ logs, CI output and the JSON on stdout stay clean. One switch for the process: `
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -28,8 +29,9 @@ def enabled() -> bool:
 def bar(iterable: Iterable[T] | None = None, *, total: float | None = None, desc: str = "", unit: str = "it",
         ) -> tqdm:
     """A tqdm bar on stderr (disabled when quiet or not a terminal); usable as an iterator or with update()."""
+    size = shutil.get_terminal_size(fallback=(100, 24))  # a terminal that reports no size (0x0) gets 100x24
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled(),
-                dynamic_ncols=True, leave=False)
+                ncols=size.columns, nrows=size.lines, leave=False)
 
 
 def track(iterable: Iterable[T], *, total: float | None = None, desc: str = "", unit: str = "it") -> Iterator[T]:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -86,8 +87,18 @@ def ensure_experiment(settings: Settings) -> str:
     return exp_id
 
 
+_UNREACHABLE = ("Max retries exceeded", "Failed to establish a new connection", "Connection refused",
+                "Name or service not known", "timed out")
+
+
 def _wrap(exc: Exception, what: str) -> RegistryError:
-    return RegistryError(f"{what}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}")
+    text = str(exc)
+    if any(marker in text for marker in _UNREACHABLE):
+        server = re.search(r"API request to (\S+?)/api/", text)
+        where = server.group(1) if server else "the configured address"
+        return RegistryError(f"{what}: the MLflow registry at {where} cannot be reached (is `mlflow server` running "
+                             "there? the address is mlflow.tracking_uri)")
+    return RegistryError(f"{what}: {exc.__class__.__name__}: {text.splitlines()[0][:300] if text else ''}")
 
 
 def _version_info(client, mv, aliases: list[str] | None = None) -> VersionInfo:
@@ -234,7 +245,8 @@ def resolve(uri: str, settings: Settings) -> ResolvedModel:
         info = alias_version(settings, alias) if alias else get_version(settings.model_copy(
             update={"registry": settings.registry.model_copy(update={"model_name": name})}), version)
         if alias and info is None:
-            raise RegistryError(f"model {name} has no version with alias {alias!r}")
+            raise RegistryError(f"model {name} has no version with alias {alias!r} (promote one with `fer models "
+                                "promote VERSION`, or register the shipped baseline with `fer models bootstrap`)")
         if alias and name != settings.registry.model_name:
             mv = configure(settings).get_model_version_by_alias(name, alias)
             info = _version_info(None, mv)

@@ -149,7 +149,7 @@ class Worker:
         """Wait, not ready, until a model is loaded (True) or the worker is stopped (False); give up with a
         clear error only when options.model_wait_s is set. A shared registry without a champion is a state
         to wait out, not a failure: the poller loads the champion as soon as one is promoted."""
-        waited, said = 0.0, -1.0
+        waited, said = 0.0, -30.0
         while not self.model.ready:
             if self._stop.is_set():
                 return False

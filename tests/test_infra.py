@@ -137,7 +137,30 @@ def test_dockerfiles_are_slim_pinned_non_root_with_healthchecks():
         text = (ROOT / "infra" / "docker" / name).read_text()
         assert re.search(r"^FROM python:3\.11\.\d+-slim-bookworm$", text, re.M), name
         assert re.search(r"^USER fer$", text, re.M) and "HEALTHCHECK" in text, name
+        assert "pip install --require-hashes -r requirements.lock && pip install --no-deps ." in text, name
     assert "opencv-python-headless" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_every_install_reads_the_lock_file():
+    """setup.sh, the images and the VM install exactly the locked versions; the lock pins every dependency
+    of pyproject.toml, and Keras at a release without the known safe_mode bypasses."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    locked = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^ ;\\]+)", (ROOT / "requirements.lock").read_text(), re.M))
+    locked = {name.lower().replace("_", "-"): version for name, version in locked.items()}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"] + project["optional-dependencies"]["postgres"]:
+        req = Requirement(spec)
+        if req.marker is None or req.marker.evaluate():
+            assert req.name.lower() in locked, f"{req.name} is not in requirements.lock (run scripts/lock.sh)"
+            assert req.specifier.contains(locked[req.name.lower()]), f"{req.name}=={locked[req.name.lower()]} vs {spec}"
+    assert Version(locked["keras"]) >= Version("3.14")
+    assert "--require-hashes -r requirements-dev.lock" in (ROOT / "scripts" / "setup.sh").read_text()
+    assert '--require-hashes -r "$FER_PREFIX/src/requirements.lock"' in (ROOT / "infra" / "vm" / "startup.sh").read_text()
+    assert "--hash=sha256:" in (ROOT / "requirements.lock").read_text()
 
 
 def test_terraform_fmt():

@@ -218,3 +218,43 @@ def test_hot_reload_from_real_mlflow_server(video, tiny_model_path, mlflow_serve
     worker2.results_hook = hook2
     summary2 = worker2.run()
     assert summary2["frames"] == 115 and set(versions) == {uris[1]} and summary2["reload_failures"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_worker_waits_for_a_champion_and_never_registers(tiny_model_path, mlflow_server, tmp_path):
+    """`fer serve` on a shared registry without a champion: up, not ready, registers nothing; serves the
+    champion as soon as one is promoted."""
+    from fer_cli.demo import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", seconds=1.0)
+    port = helpers.free_port()
+    uri, name = mlflow_server["uri"], "fer-waiting"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FER_")}, "FER_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(helpers.fer_cmd("serve", "--source", str(clip), "--http", f"127.0.0.1:{port}",
+                                            "--set", f"mlflow.tracking_uri={uri}", "--set", f"registry.model_name={name}",
+                                            "--set", "serve.poll_s=0.5"),
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        helpers.wait_for_port(port, proc, timeout=120)
+        time.sleep(3)  # several polls of an empty registry
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+        assert ready.status_code == 503 and ready.json()["model_loaded"] is False
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        client = helpers.mlflow_client(uri)
+        assert not client.search_registered_models(f"name = '{name}'"), "the worker registered a model"
+        s = _settings(tmp_path, f'mlflow.tracking_uri="{uri}"', f'registry.model_name="{name}"')
+        registry.ensure_experiment(s)
+        with mlflow.start_run() as run:
+            info = mlflow.tensorflow.log_model(models.load(str(tiny_model_path)), name="model",
+                                               pip_requirements=tracking.model_requirements())
+        version = registry.register(s, info.model_uri, {}, run_id=run.info.run_id).version
+        promotion.promote_manual(s, version)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads(out)
+    assert summary["model_version"] == version and summary["frames"] == 24
+    assert "not ready: no model loaded" in err
