@@ -166,3 +166,23 @@ def test_pipeline_serve_creates_the_cron_deployment(prefect_server, tmp_path):
         assert crons == ["15 4 * * 2"]
     finally:
         helpers.stop_process(proc)
+
+
+def test_scheduled_runner_answers_the_compose_health_check(prefect_server, tmp_path):
+    """`fer pipeline serve` with the compose service's runner settings: the runner's /health answers (what
+    the retrain container's health check probes) and the cron deployment is on the Prefect server."""
+    port = helpers.free_port()
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_RUNNER_SERVER_ENABLE": "true",
+           "PREFECT_RUNNER_SERVER_HOST": "127.0.0.1", "PREFECT_RUNNER_SERVER_PORT": str(port)}
+    proc = subprocess.Popen(helpers.fer_cmd("pipeline", "serve", "--set", f"home={tmp_path / 'home'}",
+                                            "--set", "pipeline.deployment_name=fer-health-check"),
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        helpers.wait_for_port(port, proc, timeout=120)
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        deployments = httpx.post(f"{prefect_server}/deployments/filter", json={"limit": 50}, timeout=10).json()
+        ours = [d for d in deployments if d["name"] == "fer-health-check"]
+        assert ours and ours[0]["schedules"][0]["schedule"]["cron"] == "0 3 * * 1"
+    finally:
+        helpers.stop_process(proc)
