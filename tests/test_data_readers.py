@@ -35,7 +35,7 @@ def test_fer2013_every_reject_reason(tmp_path):
     assert len(table) == 7
     assert rejects.counts() == {"bad_label": 2, "bad_pixels": 3, "bad_usage": 1}
     frame = rejects.frame()
-    assert frame["where"].str.contains(r"f\.csv:row \d+").all()
+    assert frame["where"].str.contains(r"f\.csv:line \d+").all()
     assert set(frame.loc[frame.reason == "bad_pixels", "detail"]) >= {"2000 pixels, expected 2304"}
 
 
