@@ -100,7 +100,7 @@ def read_votes(path: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         ties += int((counts == counts.max()).sum() > 1)
         try:
             face = _image_face(storage.read_bytes(storage.join(base, str(image))))
-        except storage.StorageError:
+        except storage.NotFoundError:  # a failed read raises: a score on a silently smaller set is wrong
             face = None
         if face is None:
             unreadable.append(str(image))

@@ -18,6 +18,18 @@ class StorageError(OSError):
     """A path that cannot be read or written: missing, or a bucket that cannot be reached."""
 
 
+class NotFoundError(StorageError):
+    """The object or file definitely does not exist (as opposed to a read that failed)."""
+
+
+# Local reads that fail with an I/O error (a network file system, a FUSE-mounted bucket) are retried with
+# backoff before the read fails; a missing file is an answer, not a failure, and is never retried.
+# GCS reads use google-cloud-storage's own retry policy (DEFAULT_RETRY: 429, 5xx, connection errors).
+LOCAL_READ_ATTEMPTS = 4
+GCS_RETRY_TIMEOUT_S = 120.0  # how long a GCS read keeps retrying (google-cloud-storage's default)
+_NOT_TRANSIENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def is_gcs(path: str | os.PathLike[str]) -> bool:
     return str(path).startswith("gs://")
 
@@ -65,11 +77,11 @@ def _gcs_errors(path: str) -> Iterator[None]:
     try:
         yield
     except gexc.NotFound as exc:
-        raise StorageError(f"not found: {path}") from exc
+        raise NotFoundError(f"not found: {path}") from exc
     except (gexc.GoogleAPIError, OSError) as exc:
         if isinstance(exc, StorageError):
             raise
-        raise StorageError(f"cannot reach {path}: {exc.__class__.__name__}: {exc}") from exc
+        raise StorageError(f"cannot read {path} (after retries): {exc.__class__.__name__}: {exc}") from exc
     except Exception as exc:  # requests' ConnectionError and auth errors
         if exc.__class__.__module__.startswith(("requests", "urllib3", "google.auth")):
             raise StorageError(f"cannot reach {path}: {exc.__class__.__name__}: {exc}") from exc
@@ -87,13 +99,30 @@ def exists(path: str) -> bool:
 
 
 def read_bytes(path: str) -> bytes:
+    """The bytes of a file or object. NotFoundError when it does not exist; StorageError, naming it, when
+    it could not be read after the retries."""
     if is_gcs(path):
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
         with _gcs_errors(path):
-            return _blob(path).download_as_bytes()
+            return _blob(path).download_as_bytes(retry=DEFAULT_RETRY.with_timeout(GCS_RETRY_TIMEOUT_S))
     try:
-        return Path(path).read_bytes()
+        return _read_local(path)
     except FileNotFoundError as exc:
-        raise StorageError(f"not found: {path}") from exc
+        raise NotFoundError(f"not found: {path}") from exc
+    except OSError as exc:
+        if isinstance(exc, _NOT_TRANSIENT):
+            raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise StorageError(f"cannot read {path} after {LOCAL_READ_ATTEMPTS} attempts: {exc}") from exc
+
+
+def _read_local(path: str) -> bytes:
+    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+    transient = retry_if_exception(lambda e: isinstance(e, OSError) and not isinstance(e, _NOT_TRANSIENT))
+    reader = retry(retry=transient, stop=stop_after_attempt(LOCAL_READ_ATTEMPTS), reraise=True,
+                   wait=wait_exponential(multiplier=0.1, max=2.0))(Path(path).read_bytes)
+    return reader()
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -176,7 +205,7 @@ def fingerprint_file(path: str) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     except FileNotFoundError as exc:
-        raise StorageError(f"not found: {path}") from exc
+        raise NotFoundError(f"not found: {path}") from exc
     return f"sha256:{h.hexdigest()}"
 
 
@@ -185,7 +214,7 @@ def local_copy(path: str, workdir: str | Path | None = None) -> Iterator[Path]:
     """A local path for `path`: itself when local, else a downloaded temporary copy."""
     if not is_gcs(path):
         if not Path(path).exists():
-            raise StorageError(f"not found: {path}")
+            raise NotFoundError(f"not found: {path}")
         yield Path(path)
         return
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:

@@ -259,3 +259,54 @@ def mlflow_client(uri: str):
 
 def fer_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "fer_cli", *args]
+
+
+class FlakyProxy:
+    """A real HTTP server on loopback in front of another (the GCS emulator) that answers 503 to the first
+    `failures` downloads of each object whose name contains `match`, and forwards everything else."""
+
+    def __init__(self, upstream: str, match: str, failures: int):
+        import http.server
+
+        import httpx
+
+        self.upstream, self.match, self.failures = upstream.rstrip("/"), match, failures
+        self.failed: dict[str, int] = {}
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                download = "alt=media" in self.path and proxy.match in self.path
+                if download and proxy.failed.get(self.path, 0) < proxy.failures:
+                    proxy.failed[self.path] = proxy.failed.get(self.path, 0) + 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                r = httpx.request(self.command, proxy.upstream + self.path, content=body, headers=headers, timeout=30)
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FlakyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

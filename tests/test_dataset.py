@@ -75,7 +75,7 @@ def test_rejects_reported_and_threshold_fails_the_build(settings_factory, tmp_pa
     ds = dataset.build(s)
     assert ds.stats["rejects"] == {"bad_pixels": 3}
     rejects = pd.read_csv(Path(ds.path) / "rejects.csv")
-    assert list(rejects.reason) == ["bad_pixels"] * 3 and rejects["where"].str.contains("row").all()
+    assert list(rejects.reason) == ["bad_pixels"] * 3 and rejects["where"].str.contains("line").all()
     strict = settings_factory(f'data.fer2013="{csv}"', "data.max_reject_ratio=0.01")
     with pytest.raises(DataQualityError, match="bad_pixels: 3"):
         dataset.build(strict)
@@ -149,3 +149,74 @@ def test_expw_faces_of_the_test_split_are_their_own_eval_set(settings_factory, s
         assert {"test", "fer2013_publictest", "expw_test"} <= set(sets)
         assert 0 < len(sets["expw_test"][1]) < len(sets["test"][1])
         assert np.array_equal(sets["expw_test"][1], expected)  # the same faces, in manifest order
+
+
+def _via(proxy_url: str):
+    """Point google-cloud-storage at another endpoint for the duration of a block."""
+    import contextlib
+    import os
+
+    @contextlib.contextmanager
+    def ctx():
+        old = os.environ["STORAGE_EMULATOR_HOST"]
+        os.environ["STORAGE_EMULATOR_HOST"] = proxy_url
+        storage.reset_client()
+        try:
+            yield
+        finally:
+            os.environ["STORAGE_EMULATOR_HOST"] = old
+            storage.reset_client()
+
+    return ctx()
+
+
+@pytest.mark.integration
+def test_transient_gcs_read_errors_are_retried_not_dropped(settings_factory, small_data, gcs_bucket, gcs_emulator,
+                                                          monkeypatch):
+    """Every ExpW image download first gets a 503 from the server: the reads are retried (google-cloud-storage's
+    policy) and every face is kept; a read that keeps failing fails the build, naming the object."""
+    for local in small_data["expw"].rglob("*"):
+        if local.is_file():
+            storage.upload_file(local, f"{gcs_bucket}/expw/{local.relative_to(small_data['expw']).as_posix()}")
+    s = settings_factory(f'data.expw="{gcs_bucket}/expw"', f'data.output="{gcs_bucket}/datasets"', "data.workers=4")
+    with helpers.FlakyProxy(gcs_emulator, match="origin", failures=1) as proxy, _via(proxy.url):
+        ds = dataset.build(s)
+    assert proxy.failed and all(n == 1 for n in proxy.failed.values())
+    assert ds.stats["rejects"] == {} and ds.stats["faces_read"]["expw"]["n"] == 70
+    from fer_core.data import expw
+
+    monkeypatch.setattr(storage, "GCS_RETRY_TIMEOUT_S", 4.0)
+    with helpers.FlakyProxy(gcs_emulator, match="img_3_1", failures=100) as proxy, _via(proxy.url), \
+            pytest.raises(storage.StorageError, match=r"cannot read gs://.*img_3_1\.jpg"):
+        expw.read(f"{gcs_bucket}/expw", workers=2)
+
+
+def test_transient_local_read_errors_are_retried_then_fail_clearly(small_data, monkeypatch):
+    """A local read that fails with EIO (a network or FUSE file system) is retried; one that keeps failing
+    fails the read naming the file. Only a file that is not there is a 'missing_image' reject."""
+    import errno
+
+    from fer_core.data import expw
+
+    real = Path.read_bytes
+    failures: dict[str, int] = {}
+
+    def flaky(self, limit: int):
+        def read(path):
+            if path.suffix == ".jpg" and failures.get(str(path), 0) < limit:
+                failures[str(path)] = failures.get(str(path), 0) + 1
+                raise OSError(errno.EIO, "Input/output error", str(path))
+            return real(path)
+        return read
+
+    monkeypatch.setattr(Path, "read_bytes", flaky(None, 2))
+    table, rejects = expw.read(str(small_data["expw"]), workers=2)
+    assert len(table) == 70 and len(rejects) == 0 and set(failures.values()) == {2}
+    failures.clear()
+    monkeypatch.setattr(Path, "read_bytes", flaky(None, storage.LOCAL_READ_ATTEMPTS))
+    with pytest.raises(storage.StorageError, match=r"cannot read .*\.jpg after 4 attempts"):
+        expw.read(str(small_data["expw"]), workers=2)
+    monkeypatch.setattr(Path, "read_bytes", real)
+    (small_data["expw"] / "origin" / "img_0_0.jpg").unlink()
+    table, rejects = expw.read(str(small_data["expw"]), workers=2)
+    assert rejects.counts() == {"missing_image": 2} and len(table) == 68

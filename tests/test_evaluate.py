@@ -159,7 +159,7 @@ def test_cli_predict_faces_and_bad_files(tiny_model_path, tmp_path):
     cmd = [sys.executable, "-m", "fer_cli", "predict", str(photo), str(tmp_path / "notes.txt"),
            str(tmp_path / "absent.png"), "--model", str(tiny_model_path), "--set", f"home={tmp_path / 'home'}"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 2
+    assert proc.returncode == 1  # some inputs failed (2 is only a usage error)
     out = json.loads(proc.stdout)
     first, second, third = out["results"]
     assert len(first["faces"]) == 1  # Grace Hopper's portrait has one face

@@ -76,17 +76,15 @@ def crop_face(gray: np.ndarray, box: Box, margin: float) -> np.ndarray | None:
 
 
 def _load_image(root: str, name: str) -> tuple[np.ndarray | None, str]:
+    """The image in gray, or the reason it is a reject: missing (a definite not-found) or undecodable.
+    Any other read failure is raised (after storage's retries): the build fails naming the object,
+    instead of dropping faces that a second read would have found."""
     path = storage.join(root, IMAGES, name)
     try:
-        if storage.is_gcs(path):
-            data = np.frombuffer(storage.read_bytes(path), np.uint8)
-            img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
-        else:
-            if not os.path.exists(path):
-                return None, "missing_image"
-            img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-    except storage.StorageError:
+        data = storage.read_bytes(path)
+    except storage.NotFoundError:
         return None, "missing_image"
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if img is None or img.size == 0:
         return None, "unreadable_image"
     return img, ""
