@@ -54,6 +54,18 @@ def test_real_full_build(real, settings_factory):
     e = manifest[manifest.source == "expw"]
     assert (e.groupby(e.image.str.split("#").str[0]).split.nunique() == 1).all()
     assert dataset.build(s).stats["reused"]
+    # Every class's share of each split stays within a point of its share of the pool
+    total = sum(c["undersampled"].values())
+    for split in ("train", "val", "test"):
+        n = sum(c[split].values())
+        for k in FER_COUNTS:
+            assert abs(c[split][k] / n - c["undersampled"][k] / total) < 0.01, (split, k)
+    # Another balancing of the same inputs: every face both versions hold is in the same split
+    other = dataset.build(settings_factory(f'data.fer2013="{helpers.FER2013_CSV}"', f'data.expw="{helpers.EXPW_ROOT}"',
+                                           "balance.undersample={}", "balance.smote=false"))
+    m2 = pd.read_csv(f"{other.path}/manifest.csv")
+    both = manifest[manifest.source != "smote"].merge(m2, on="image", suffixes=("", "_other"))
+    assert len(both) > 20000 and (both.split == both.split_other).all()
 
 
 @pytest.mark.slow

@@ -220,3 +220,22 @@ def test_transient_local_read_errors_are_retried_then_fail_clearly(small_data, m
     (small_data["expw"] / "origin" / "img_0_0.jpg").unlink()
     table, rejects = expw.read(str(small_data["expw"]), workers=2)
     assert rejects.counts() == {"missing_image": 2} and len(table) == 68
+
+
+def test_a_faces_split_is_a_function_of_its_identity(settings_factory, small_data):
+    """Two versions with different balancing from the same inputs put every common face in the same split,
+    and an ExpW image's faces stay together."""
+    a = dataset.build(settings_factory(f'data.fer2013="{small_data["fer2013"]}"', f'data.expw="{small_data["expw"]}"'))
+    b = dataset.build(settings_factory(f'data.fer2013="{small_data["fer2013"]}"', f'data.expw="{small_data["expw"]}"',
+                                       "balance.undersample={happy = 0.5}", "balance.smote=false"))
+    assert a.version != b.version
+    ma, mb = (pd.read_csv(Path(d.path) / "manifest.csv") for d in (a, b))
+    both = ma[ma.source != "smote"].merge(mb, on="image", suffixes=("", "_b"))
+    assert len(both) > 50 and (both.split == both.split_b).all()
+    e = ma[ma.source == "expw"]
+    assert (e.groupby(e.image.str.split("#").str[0]).split.nunique() == 1).all()
+    c = dataset.build(settings_factory(f'data.fer2013="{small_data["fer2013"]}"', f'data.expw="{small_data["expw"]}"',
+                                       "split.seed=7"))
+    mc = pd.read_csv(Path(c.path) / "manifest.csv")
+    moved = ma[ma.source != "smote"].merge(mc, on="image", suffixes=("", "_c"))
+    assert (moved.split != moved.split_c).any()  # the seed, and only the seed, redraws
