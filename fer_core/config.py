@@ -108,6 +108,9 @@ class GateSettings(_Section):
     min_class_recall: float = 0.10  # no class recall below this floor
     min_accuracy: float = 0.0  # absolute floor, applies also when there is no champion
     max_latency_ms: float = 5.0  # single-face latency budget
+    # Paired test on the same faces (McNemar, exact, one-sided): the candidate must be better at this level
+    # over all benchmark sets together, and not worse at it on any one set.
+    alpha: float = 0.05
     benchmarks: list[str] = Field(default_factory=lambda: ["test", "fer2013_publictest"])
 
 

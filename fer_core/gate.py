@@ -5,7 +5,12 @@ Rules (all must hold; every rule's outcome is a reason in the decision):
 - macro-F1 not lower than the champion's (minus a tolerance) on every benchmark set;
 - no class recall under the floor on any benchmark set;
 - single-face latency within the budget;
+- paired on the same faces (McNemar's exact test, when predictions of both models are given): not
+  significantly worse on any set, and significantly better over all sets together (one-sided, `alpha`):
+  on 3,000 faces one accuracy point is about one standard error, so a point is noise, not a gain;
 - with no champion: only the floors (recall, absolute accuracy, latency).
+
+The caller scores both models on faces neither trained on (fer_core.promotion).
 """
 
 from __future__ import annotations
@@ -13,7 +18,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from fer_core.config import GateSettings
+
+
+def mcnemar(y: np.ndarray, candidate: np.ndarray, champion: np.ndarray) -> dict[str, float]:
+    """McNemar's exact test on paired predictions: b faces only the candidate gets right, c only the
+    champion; one-sided p-values that the candidate is better (p_better) or worse (p_worse)."""
+    cand_right, champ_right = candidate == y, champion == y
+    b = int((cand_right & ~champ_right).sum())
+    c = int((~cand_right & champ_right).sum())
+    return {"n": int(len(y)), "b": b, "c": c, "p_better": mcnemar_counts(b, c), "p_worse": mcnemar_counts(c, b)}
 
 
 @dataclass
@@ -23,6 +39,7 @@ class Decision:
     candidate: dict[str, Any] = field(default_factory=dict)
     champion: dict[str, Any] = field(default_factory=dict)
     champion_version: str | None = None
+    paired: dict[str, dict[str, float]] = field(default_factory=dict)  # set -> mcnemar() figures
 
     @property
     def verdict(self) -> str:
@@ -31,10 +48,16 @@ class Decision:
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Decision:
+        return cls(**{k: v for k, v in data.items() if k != "verdict"})
+
 
 def decide(candidate: dict[str, dict[str, Any]], champion: dict[str, dict[str, Any]] | None,
-           candidate_latency_ms: float, cfg: GateSettings, champion_version: str | None = None) -> Decision:
-    """`candidate` / `champion`: benchmark set name -> metrics JSON (as `evaluate.metrics` returns)."""
+           candidate_latency_ms: float, cfg: GateSettings, champion_version: str | None = None,
+           paired: dict[str, dict[str, float]] | None = None) -> Decision:
+    """`candidate` / `champion`: benchmark set name -> metrics JSON (as `evaluate.metrics` returns);
+    `paired`: set name -> `mcnemar(...)` of both models on that set's faces."""
     ok, reasons = True, []
 
     def rule(passed: bool, text: str) -> None:
@@ -61,11 +84,26 @@ def decide(candidate: dict[str, dict[str, Any]], champion: dict[str, dict[str, A
         rule(c["macro_f1"] >= ch["macro_f1"] - cfg.macro_f1_tolerance,
              f"{name}: macro-F1 {c['macro_f1']:.4f} vs champion {ch['macro_f1']:.4f}"
              + (f" - tolerance {cfg.macro_f1_tolerance:.4f}" if cfg.macro_f1_tolerance else ""))
+    if champion is not None and paired:
+        for name, t in paired.items():
+            rule(t["p_worse"] >= cfg.alpha, f"{name}: paired on {t['n']} faces, only the candidate right on "
+                 f"{t['b']}, only the champion on {t['c']}: p(worse) {t['p_worse']:.4f} vs alpha {cfg.alpha}")
+        b, c = sum(t["b"] for t in paired.values()), sum(t["c"] for t in paired.values())
+        pooled = mcnemar_counts(b, c)
+        rule(pooled < cfg.alpha, f"all sets: candidate better on {b} faces, champion on {c}: p(better) "
+             f"{pooled:.4f} vs alpha {cfg.alpha} (McNemar, exact)")
     rule(candidate_latency_ms <= cfg.max_latency_ms,
          f"single-face latency {candidate_latency_ms:.3f} ms vs budget {cfg.max_latency_ms:.3f} ms")
     if champion is None:
         reasons.append("INFO no champion yet: only the floors apply")
     return Decision(ok, reasons, candidate, champion or {}, champion_version)
+
+
+def mcnemar_counts(b: int, c: int) -> float:
+    """One-sided exact p-value that b discordant wins against c come from a better model."""
+    from scipy.stats import binomtest
+
+    return float(binomtest(b, b + c, 0.5, alternative="greater").pvalue) if b + c else 1.0
 
 
 def summary_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:

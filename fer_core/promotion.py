@@ -23,31 +23,81 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+BenchmarkSet = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # faces, labels, face names (None: unknown)
+
+
 def benchmark_sets(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]],
-                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The frozen sets the gate scores on: those named in gate.benchmarks that exist (+ extra_eval)."""
-    sets = {name: splits[name] for name in settings.gate.benchmarks if name in splits and len(splits[name][1])}
+                   names: dict[str, np.ndarray] | None = None) -> dict[str, BenchmarkSet]:
+    """The frozen sets the gate scores on: those named in gate.benchmarks that exist (+ extra_eval), with
+    each face's name where the dataset knows it."""
+    names = names or {}
+    sets: dict[str, BenchmarkSet] = {}
+    for name in settings.gate.benchmarks:
+        if name in splits and len(splits[name][1]):
+            x, y = splits[name]
+            n = names.get(name)
+            sets[name] = (x, y, n if n is not None and len(n) == len(y) else None)
     for name, path in settings.pipeline.extra_eval.items():
         if name in settings.gate.benchmarks:
             x, y, _ = evaluate.load_eval_data(path)
-            sets[name] = (x, y)
+            sets[name] = (x, y, None)
     return sets
 
 
-def score(clf, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, Any]]:
-    return {name: evaluate.metrics(y, clf.predict(x)) for name, (x, y) in sets.items()}
+def training_faces(settings: Settings, version: registry.VersionInfo) -> set[str] | None:
+    """The faces a registered model trained or validated on, from its dataset version's manifest; None
+    when that dataset cannot be found (then nothing can be excluded, and the gate says so)."""
+    from fer_core.data import dataset
+
+    name = version.tags.get("dataset.version", "")
+    try:
+        path = dataset.resolve(name, settings) if name else None
+    except OSError:
+        path = None
+    if path is None:
+        return None
+    images = dataset.manifest_column(path, "image")
+    return {str(n) for split in ("train", "val") for n in images.get(split, [])} if images else None
 
 
-def run_gate(settings: Settings, candidate_results: dict[str, dict[str, Any]], candidate_latency_ms: float,
-             sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> gate.Decision:
-    """Score the current champion on the same sets and decide."""
+def run_gate(settings: Settings, candidate_clf, candidate_latency_ms: float,
+             sets: dict[str, BenchmarkSet]) -> gate.Decision:
+    """Score the candidate and the champion on the same faces, those neither trained or validated on, and
+    decide; the candidate's own test faces are new to it by construction, the champion's are removed."""
     current = registry.champion(settings)
-    champion_results = None
+    notes: list[str] = []
+    if current is not None:
+        seen = training_faces(settings, current)
+        if seen is None:
+            notes.append(f"INFO champion {current.version}: its dataset "
+                         f"{current.tags.get('dataset.version') or '(none)'} is not available here, so faces it "
+                         "trained on cannot be excluded")
+        elif seen:
+            kept = {}
+            for name, (x, y, names) in sets.items():
+                if names is None:
+                    kept[name] = (x, y, names)
+                    continue
+                fresh = ~np.isin(names, list(seen))
+                kept[name] = (x[fresh], y[fresh], names[fresh])
+                if (~fresh).any():
+                    notes.append(f"INFO {name}: {int((~fresh).sum())} of {len(y)} faces left out, "
+                                 f"champion {current.version} trained on them")
+            sets = {name: v for name, v in kept.items() if len(v[1])}
+    candidate_probs = {name: candidate_clf.predict(x) for name, (x, _y, _n) in sets.items()}
+    candidate = {name: evaluate.metrics(sets[name][1], p) for name, p in candidate_probs.items()}
+    champion_results, paired = None, None
     if current is not None:
         clf = registry.load_classifier(f"models:/{settings.registry.model_name}/{current.version}", settings)
-        champion_results = score(clf, sets)
-    return gate.decide(candidate_results, champion_results, candidate_latency_ms, settings.gate,
-                       current.version if current else None)
+        champion_probs = {name: clf.predict(x) for name, (x, _y, _n) in sets.items()}
+        champion_results = {name: evaluate.metrics(sets[name][1], p) for name, p in champion_probs.items()}
+        paired = {name: gate.mcnemar(sets[name][1], candidate_probs[name].argmax(1), champion_probs[name].argmax(1))
+                  for name in sets}
+    decision = gate.decide(candidate, champion_results, candidate_latency_ms, settings.gate,
+                           current.version if current else None, paired=paired)
+    decision.reasons.extend(notes)
+    decision.paired = paired or {}
+    return decision
 
 
 def move_champion(settings: Settings, version: str, by: str, note: str = "") -> dict[str, Any]:
@@ -95,5 +145,10 @@ def rollback(settings: Settings) -> dict[str, Any]:
 
 
 def decision_tags(decision: gate.Decision) -> dict[str, str]:
+    """The decision and its figures: verdict, reasons, the champion compared with, the paired counts and
+    p-values per set, and both models' accuracy on the faces they were compared on."""
+    figures = {name: {**t, "candidate_accuracy": decision.candidate.get(name, {}).get("accuracy"),
+                      "champion_accuracy": decision.champion.get(name, {}).get("accuracy")}
+               for name, t in decision.paired.items()}
     return {registry.DECISION_TAG: decision.verdict, "gate.reasons": json.dumps(decision.reasons)[:5000],
-            "gate.champion_version": decision.champion_version or ""}
+            "gate.champion_version": decision.champion_version or "", "gate.paired": json.dumps(figures)[:5000]}

@@ -217,6 +217,22 @@ def cache_dir(settings: Settings) -> Path:
     return settings.home_path / "cache" / "models"
 
 
+def _download(artifact_uri: str, target: Path, what: str) -> None:
+    """Download a model into `target` atomically (a temporary folder renamed into place, then COMPLETE)."""
+    import mlflow
+
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{time.time_ns()}")
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(tmp))
+        (tmp / "COMPLETE").write_text(artifact_uri)
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+    except Exception as exc:  # noqa: BLE001
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _wrap(exc, what) from exc
+
+
 def _find_keras(root: Path) -> Path:
     found = sorted(root.rglob("*.keras"))
     if not found:
@@ -231,10 +247,14 @@ def resolve(uri: str, settings: Settings) -> ResolvedModel:
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {uri}")
         return ResolvedModel(path, uri)
-    import mlflow
 
     configure(settings)
     rest = uri[len("models:/"):]
+    if "@" not in rest and "/" not in rest:  # a logged model (models:/m-...), not a registered version
+        target = cache_dir(settings) / "logged" / rest
+        if not (target / "COMPLETE").is_file():
+            _download(uri, target, f"cannot download logged model {rest}")
+        return ResolvedModel(_find_keras(target), uri, rest)
     name, alias, version = rest, "", ""
     if "@" in rest:
         name, alias = rest.split("@", 1)
@@ -259,16 +279,7 @@ def resolve(uri: str, settings: Settings) -> ResolvedModel:
         raise
     target = cache_dir(settings) / name / str(version)
     if not (target / "COMPLETE").is_file():
-        tmp = target.with_name(f".{version}.{os.getpid()}.{time.time_ns()}")
-        try:
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(tmp))
-            (tmp / "COMPLETE").write_text(str(version))
-            if target.exists():
-                shutil.rmtree(target)
-            os.rename(tmp, target)
-        except Exception as exc:  # noqa: BLE001
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise _wrap(exc, f"cannot download {name} version {version}") from exc
+        _download(f"models:/{name}/{version}", target, f"cannot download {name} version {version}")
     path = _find_keras(target)
     if alias:
         last_good.parent.mkdir(parents=True, exist_ok=True)

@@ -98,8 +98,8 @@ def train_and_evaluate(settings: Settings, dataset_path: str, key: str) -> dict[
 @task(name="gate", cache_policy=NO_CACHE)
 def gate_candidate(settings: Settings, dataset_path: str, trained: dict[str, Any]) -> dict[str, Any]:
     ds = dataset.load(dataset_path)
-    sets = promotion.benchmark_sets(settings, ds.splits)
-    candidate = {name: trained["results"][name] for name in sets if name in trained["results"]}
+    sets = promotion.benchmark_sets(settings, ds.splits, dataset.manifest_column(dataset_path, "image"))
+    candidate = registry.load_classifier(trained["model_uri"], settings)
     decision = promotion.run_gate(settings, candidate, float(trained["single_face_ms"]), sets)
     return decision.as_json()
 
@@ -109,8 +109,7 @@ def register_candidate(settings: Settings, trained: dict[str, Any], decision: di
                        key: str) -> dict[str, Any]:
     from fer_core import gate
 
-    d = gate.Decision(decision["promote"], decision["reasons"], decision["candidate"], decision["champion"],
-                      decision["champion_version"])
+    d = gate.Decision.from_json(decision)
     existing = registry.find_version(settings, "train_key", key)
     if existing is not None:
         _logger().info("version %s already registered for %s: reusing it", existing.version, key)
@@ -119,7 +118,8 @@ def register_candidate(settings: Settings, trained: dict[str, Any], decision: di
     tags = {"train_key": key, "dataset.version": inputs["dataset_version"],
             "dataset.fingerprint": json.dumps(inputs["fingerprints"]), "config_hash": inputs["config_hash"],
             "git_commit": tracking.git_commit(), "run_id": trained["run_id"], "model": settings.train.model,
-            **{f"metric.{k}": v for k, v in gate.summary_metrics(decision["candidate"]).items()},
+            **{f"metric.{k}": v for k, v in gate.summary_metrics(
+                {n: r for n, r in trained["results"].items() if n in decision["candidate"]}).items()},
             "metric.single_face_ms": trained["single_face_ms"],
             **promotion.decision_tags(d)}
     version = registry.register(settings, trained["model_uri"], tags, run_id=trained["run_id"])
@@ -130,9 +130,7 @@ def register_candidate(settings: Settings, trained: dict[str, Any], decision: di
 def promote(settings: Settings, version: str, decision: dict[str, Any]) -> dict[str, Any]:
     from fer_core import gate
 
-    d = gate.Decision(decision["promote"], decision["reasons"], decision["candidate"], decision["champion"],
-                      decision["champion_version"])
-    return promotion.apply_decision(settings, version, d)
+    return promotion.apply_decision(settings, version, gate.Decision.from_json(decision))
 
 
 def summary_markdown(result: dict[str, Any]) -> str:

@@ -63,3 +63,30 @@ def test_rerun_reuses_finished_work_and_says_so(harness, small_data, tmp_path):
     s = load_settings(None, relaxed, environ={})
     assert registry.champion(s).version == "1" and registry.get_version(s, "1").tags["gate.decision"] == "promote"
     assert registry.alias_version(s, "challenger") is None
+
+
+def test_gate_compares_on_faces_neither_model_trained_on(harness, small_data, tmp_path):
+    """The champion trained on a dataset split with another seed, so some of today's test faces were in its
+    training set: the gate leaves those out for both models, pairs them on the rest and records it all."""
+    import json
+
+    import pandas as pd
+
+    from fer_core.data import dataset
+
+    first = retrain(None, _overrides(tmp_path, small_data, "split.seed=7"))
+    assert first["status"] == "promoted"
+    second = retrain(None, _overrides(tmp_path, small_data))
+    d = second["decision"]
+    s = load_settings(None, _overrides(tmp_path, small_data), environ={})
+    old = pd.read_csv(f"{dataset.resolve(first['dataset']['version'], s)}/manifest.csv")
+    new = pd.read_csv(f"{dataset.resolve(second['dataset']['version'], s)}/manifest.csv")
+    seen = set(old[old.split.isin(["train", "val"])].image)
+    test = new[new.split == "test"]
+    fresh = (~test.image.isin(seen)).sum()
+    assert 0 < fresh < len(test)
+    assert d["candidate"]["test"]["n"] == d["champion"]["test"]["n"] == fresh
+    assert f"INFO test: {len(test) - fresh} of {len(test)} faces left out, champion 1 trained on them" in d["reasons"]
+    assert any(r.startswith(("PASS all sets", "FAIL all sets")) for r in d["reasons"])
+    paired = json.loads(registry.get_version(s, second["version"]["version"]).tags["gate.paired"])
+    assert paired["test"]["n"] == fresh and {"b", "c", "p_better", "p_worse"} <= set(paired["test"])

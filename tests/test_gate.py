@@ -1,5 +1,6 @@
 """Every rule of the promotion gate."""
 
+import numpy as np
 import pytest
 
 from fer_core import gate
@@ -66,3 +67,36 @@ def test_every_decision_lists_its_reasons():
     assert d.as_json()["verdict"] == "promote"
     assert gate.summary_metrics({"test": result(0.7, 0.6)}) == pytest.approx(
         {"test_accuracy": 0.7, "test_macro_f1": 0.6, "test_loss": 1.0})
+
+
+def test_mcnemar_counts_only_the_faces_the_models_disagree_on():
+    y = np.zeros(100, int)
+    cand = y.copy()
+    champ = y.copy()
+    champ[:10] = 1  # ten faces only the candidate gets right
+    t = gate.mcnemar(y, cand, champ)
+    assert (t["n"], t["b"], t["c"]) == (100, 10, 0)
+    assert t["p_better"] == pytest.approx(0.5**10) and t["p_worse"] == 1.0
+    cand[50:55] = 2  # and five only the champion gets right
+    t = gate.mcnemar(y, cand, champ)
+    assert (t["b"], t["c"]) == (10, 5) and t["p_better"] == pytest.approx(0.1509, abs=1e-4)
+
+
+def test_a_gain_within_the_noise_is_not_a_gain():
+    """One accuracy point on 3,000 faces is 30 more faces: with 400 faces in dispute that is noise (p 0.07);
+    the same point with 200 in dispute (130 vs 70) is not (p < 0.001)."""
+    cfg = GateSettings(min_class_recall=0.2)
+    champ = {"test": result(0.600, 0.5)}
+    cand = {"test": result(0.610, 0.5)}
+    noisy = {"test": {"n": 3000, "b": 215, "c": 185, "p_better": gate.mcnemar_counts(215, 185),
+                      "p_worse": gate.mcnemar_counts(185, 215)}}
+    d = gate.decide(cand, champ, 1.0, cfg, "1", paired=noisy)
+    assert not d.promote and any(r.startswith("FAIL all sets: candidate better on 215 faces") for r in d.reasons)
+    clear = {"test": {"n": 3000, "b": 130, "c": 70, "p_better": gate.mcnemar_counts(130, 70),
+                      "p_worse": gate.mcnemar_counts(70, 130)}}
+    assert gate.decide(cand, champ, 1.0, cfg, "1", paired=clear).promote
+    worse_on_one = {**clear, "fer2013_publictest": {"n": 3000, "b": 10, "c": 40, "p_better": gate.mcnemar_counts(10, 40),
+                                                    "p_worse": gate.mcnemar_counts(40, 10)}}
+    both = {**cand, "fer2013_publictest": result(0.61, 0.5)}
+    d = gate.decide(both, {**champ, "fer2013_publictest": result(0.60, 0.5)}, 1.0, cfg, "1", paired=worse_on_one)
+    assert not d.promote and any(r.startswith("FAIL fer2013_publictest: paired") for r in d.reasons)

@@ -276,10 +276,16 @@ def load(version_or_path: str, settings: Settings | None = None) -> Dataset:
 
 def _sources(path: str) -> dict[str, np.ndarray]:
     """Each split's face sources, from the manifest (its rows follow the arrays' order, split by split)."""
+    return manifest_column(path, "source")
+
+
+def manifest_column(path: str, column: str) -> dict[str, np.ndarray]:
+    """One manifest column per split (`image`: each face's identity; `source`: where it came from), in the
+    order of the split's arrays; empty when the version has no usable manifest."""
     try:
         manifest = pd.read_csv(io.BytesIO(storage.read_bytes(storage.join(path, MANIFEST))),
-                               usecols=["source", "split"], dtype=str)
+                               usecols=[column, "split"], dtype=str)
     except (OSError, ValueError) as exc:
-        log.warning("no usable manifest in %s (%s): per-source test sets unavailable", path, exc)
+        log.warning("no usable manifest in %s (%s): per-face %s unavailable", path, exc, column)
         return {}
-    return {name: group["source"].to_numpy(str) for name, group in manifest.groupby("split", sort=False)}
+    return {name: group[column].to_numpy(str) for name, group in manifest.groupby("split", sort=False)}
