@@ -31,6 +31,10 @@ class RegistryError(RuntimeError):
     """The registry cannot answer: unreachable, or no such model, version or alias."""
 
 
+class RegistryUnavailable(RegistryError):
+    """The registry server could not be reached: worth another try later, unlike a missing version."""
+
+
 @dataclass
 class VersionInfo:
     version: str
@@ -87,16 +91,16 @@ def ensure_experiment(settings: Settings) -> str:
     return exp_id
 
 
-_UNREACHABLE = ("Max retries exceeded", "Failed to establish a new connection", "Connection refused",
+UNREACHABLE_MARKERS = ("Max retries exceeded", "Failed to establish a new connection", "Connection refused",
                 "Name or service not known", "timed out")
 
 
 def _wrap(exc: Exception, what: str) -> RegistryError:
     text = str(exc)
-    if any(marker in text for marker in _UNREACHABLE):
+    if any(marker in text for marker in UNREACHABLE_MARKERS):
         server = re.search(r"API request to (\S+?)/api/", text)
         where = server.group(1) if server else "the configured address"
-        return RegistryError(f"{what}: the MLflow registry at {where} cannot be reached (is `mlflow server` running "
+        return RegistryUnavailable(f"{what}: the MLflow registry at {where} cannot be reached (is `mlflow server` running "
                              "there? the address is mlflow.tracking_uri)")
     return RegistryError(f"{what}: {exc.__class__.__name__}: {text.splitlines()[0][:300] if text else ''}")
 

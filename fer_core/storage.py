@@ -30,6 +30,20 @@ GCS_RETRY_TIMEOUT_S = 120.0  # how long a GCS read keeps retrying (google-cloud-
 _NOT_TRANSIENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether another try of an I/O or server call might succeed: a read that failed, an unreachable
+    server. Not a missing file, a bad config, bad data or a failed training run."""
+    from fer_core.registry import UNREACHABLE_MARKERS, RegistryUnavailable
+
+    if isinstance(exc, NotFoundError):
+        return False
+    if isinstance(exc, StorageError | RegistryUnavailable | ConnectionError | TimeoutError):
+        return True
+    if exc.__class__.__module__.startswith(("requests", "urllib3", "httpx", "google.api_core")):
+        return True
+    return any(marker in str(exc) for marker in UNREACHABLE_MARKERS)  # e.g. an MlflowException
+
+
 def is_gcs(path: str | os.PathLike[str]) -> bool:
     return str(path).startswith("gs://")
 

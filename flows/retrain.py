@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from fer_core import promotion, registry, tracking
+from fer_core import promotion, registry, storage, tracking
 from fer_core.config import Settings, load_settings
 from fer_core.data import dataset
 
@@ -33,6 +33,23 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 
 def _backoff(settings: Settings) -> list[float]:
     return [settings.pipeline.retry_delay_s * 2**i for i in range(max(settings.pipeline.retries, 1))]
+
+
+def _retry_if_transient(task, task_run, state) -> bool:
+    """Retry a failed task only when another try can help: a failed read or an unreachable server.
+    A bad config, a reject ratio over the limit or a missing input fails at once."""
+    exc = state.result(raise_on_failure=False)
+    transient = isinstance(exc, BaseException) and storage.is_transient(exc)
+    if not transient:
+        _logger().info("%s failed with %s: not retried", task.name, type(exc).__name__)
+    return transient
+
+
+def _io_retries(settings: Settings) -> dict[str, Any]:
+    """Retry options for the tasks that read inputs or talk to the registry; training has none: a rerun
+    resumes it from its checkpoint (fer_core.train: BackupAndRestore in <home>/runs/<train key>)."""
+    return {"retries": settings.pipeline.retries, "retry_delay_seconds": _backoff(settings),
+            "retry_condition_fn": _retry_if_transient}
 
 
 def train_key(settings: Settings, dataset_version: str) -> str:
@@ -160,7 +177,7 @@ def summary_markdown(result: dict[str, Any]) -> str:
 def retrain(config: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Retrain once: returns the run's summary (also published as a Prefect markdown artifact)."""
     settings = load_settings(config, overrides or [])
-    net = {"retries": settings.pipeline.retries, "retry_delay_seconds": _backoff(settings)}
+    net = _io_retries(settings)
     inputs = fingerprint_inputs.with_options(**net)(settings)
     reason = unchanged_reason.with_options(**net)(settings, inputs)
     if reason:
@@ -168,7 +185,7 @@ def retrain(config: str | None = None, overrides: list[str] | None = None) -> di
     else:
         ds = build_dataset.with_options(**net)(settings)
         key = train_key(settings, ds["version"])
-        trained = train_and_evaluate.with_options(**net)(settings, ds["path"], key)
+        trained = train_and_evaluate(settings, ds["path"], key)
         decision = gate_candidate.with_options(**net)(settings, ds["path"], trained)
         version = register_candidate.with_options(**net)(settings, trained, decision, inputs, key)
         moved = promote.with_options(**net)(settings, version["version"], decision)

@@ -90,3 +90,28 @@ def test_gate_compares_on_faces_neither_model_trained_on(harness, small_data, tm
     assert any(r.startswith(("PASS all sets", "FAIL all sets")) for r in d["reasons"])
     paired = json.loads(registry.get_version(s, second["version"]["version"]).tags["gate.paired"])
     assert paired["test"]["n"] == fresh and {"b", "c", "p_better", "p_worse"} <= set(paired["test"])
+
+
+def test_deterministic_failures_are_not_retried(harness, small_data, tmp_path):
+    """A reject ratio over the limit fails the build at once (one run of the task, no retry); a failed read
+    or an unreachable server would be retried (`storage.is_transient`)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    from fer_core import storage
+    from fer_core.data.table import DataQualityError
+    from fer_core.registry import RegistryUnavailable
+    from tests import helpers
+
+    csv = helpers.write_fer2013_csv(tmp_path / "bad.csv", per_class=4, extra_lines=["3,1 2 3,Training"] * 10)
+    with pytest.raises(DataQualityError):
+        retrain(None, _overrides(tmp_path, {**small_data, "fer2013": csv}, "data.max_reject_ratio=0.01",
+                                 "pipeline.retries=3"))
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="build dataset")))
+    assert runs and max(r.run_count for r in runs) == 1
+    assert storage.is_transient(storage.StorageError("cannot read gs://b/x.jpg (after retries)"))
+    assert storage.is_transient(RegistryUnavailable("cannot reach"))
+    assert not storage.is_transient(storage.NotFoundError("not found: x"))
+    assert not storage.is_transient(DataQualityError("too many rejects"))
+    assert not storage.is_transient(ValueError("bad setting"))
