@@ -134,9 +134,16 @@ class ServeSettings(_Section):
     http: str = ""  # HOST:PORT; empty = no HTTP server
     token: str = ""  # required beyond loopback for everything but /metrics and /healthz (env FER_HTTP_TOKEN)
     poll_s: float = 30.0  # how often the champion alias is checked
+    stall_s: float = 10.0  # not ready (/readyz, fer_ready) when no frame was processed for this long
+    read_timeout_s: float = 10.0  # a live stream that sends nothing for this long is reopened
+    open_metrics: bool = False  # serve /metrics without the token beyond loopback (it shows emotion counts)
     detect_width: int = 320  # frames are downscaled to this width for Haar detection
     track_every: int = 1  # run Haar every N frames (1 = every frame)
-    timeline_upload: str = ""  # gs:// prefix to upload timelines to
+    timeline_upload: str = ""  # gs:// prefix to upload closed timeline segments to
+    timeline_flush_s: float = 5.0  # timeline rows reach the disk (fsync) at least this often
+    timeline_rotate_s: float = 3600.0  # close the live timeline segment after this long (0 = never)
+    timeline_rotate_mb: float = 64.0  # ... or once it is this big (0 = never)
+    worker_id: str = ""  # written into every timeline row; empty = the host name
 
 
 class Settings(_Section):

@@ -45,6 +45,8 @@ def plot_timeline(per_second: list[dict], title: str) -> bytes:
 def analyze(settings: Settings, video: str, out_dir: str, model_uri: str, detector: str = "full") -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for old in ("timeline.csv", "timeline.seconds.csv"):  # an analysis is written anew, never appended to
+        (out / old).unlink(missing_ok=True)
     opts = WorkerOptions(source=video, model_uri=model_uri, timeline=str(out / "timeline.csv"), model_wait_s=60.0,
                          record=str(out / "annotated.mp4"), detector=detector)
     worker = Worker(settings, opts)

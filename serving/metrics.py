@@ -18,7 +18,9 @@ class WorkerMetrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.frames = Counter("fer_frames_total", "Frames processed", registry=r)
-        self.fps = Gauge("fer_fps", "Frames per second over the last second", registry=r)
+        self.fps = Gauge("fer_fps", "Frames per second over the last second (0 on a stalled source)", registry=r)
+        self.last_frame = Gauge("fer_last_frame_timestamp_seconds", "Wall-clock time of the last processed frame",
+                                registry=r)
         self.latency = Histogram("fer_stage_latency_ms", "Latency per stage in milliseconds", ["stage"],
                                  buckets=_BUCKETS_MS, registry=r)
         self.faces = Counter("fer_faces_total", "Faces classified", registry=r)
@@ -28,7 +30,7 @@ class WorkerMetrics:
         self.reconnects = Counter("fer_source_reconnects_total", "Source reconnects", registry=r)
         self.dropped = Counter("fer_dropped_frames_total", "Live frames dropped to stay current", registry=r)
         self.corrupt = Counter("fer_corrupt_frames_total", "Corrupt frames skipped", registry=r)
-        self.ready = Gauge("fer_ready", "1 when a model is loaded and the source is open", registry=r)
+        self.ready = Gauge("fer_ready", "1 when a model is loaded, the source is open and frames arrive", registry=r)
         for e in EMOTIONS:
             self.emotions.labels(emotion=e)
         for stage in ("decode", "detect", "classify", "total"):

@@ -16,6 +16,8 @@ from fer_core.config import Settings
 
 log = logging.getLogger(__name__)
 
+MAX_BACKOFF_S = 3600.0
+
 
 class ModelHolder:
     def __init__(self, uri: str, settings: Settings, metrics=None, poll_s: float | None = None):
@@ -27,6 +29,7 @@ class ModelHolder:
         self.last_error = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failed: dict[str, tuple[int, float]] = {}  # version -> (failures, monotonic time of next try)
 
     @property
     def ready(self) -> bool:
@@ -39,18 +42,25 @@ class ModelHolder:
         info = registry.alias_version(self.settings, alias)
         return info.version if info else None
 
-    def load(self) -> bool:
-        """Load (or reload) the model; keep the current one when it fails."""
+    def load(self, version: str | None = None) -> bool:
+        """Load (or reload) the model; keep the current one when it fails. A version that failed is tried
+        again only after a backoff that doubles with each failure (from poll_s up to MAX_BACKOFF_S)."""
         try:
             clf = registry.load_classifier(self.uri, self.settings)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the old model
             self.failures += 1
             self.last_error = f"{exc.__class__.__name__}: {exc}"
-            log.error("model load failed (%s); %s", self.last_error,
-                      f"still serving version {self.version}" if self.ready else "no model yet")
+            key = version or "?"
+            count = self._failed.get(key, (0, 0.0))[0] + 1
+            wait = min(max(self.poll_s, 1.0) * 2 ** (count - 1), MAX_BACKOFF_S)
+            self._failed[key] = (count, time.monotonic() + wait)
+            log.error("model load failed (%s); %s; version %s has failed %d time(s), next try in %.0f s",
+                      self.last_error, f"still serving version {self.version}" if self.ready else "no model yet",
+                      key, count, wait)
             if self.metrics:
                 self.metrics.reloads.labels(result="failure").inc()
             return False
+        self._failed.pop(version or "?", None)
         self.classifier, self.version = clf, clf.version  # one reference swap: atomic between frames
         if self.metrics:
             self.metrics.reloads.labels(result="success").inc()
@@ -71,9 +81,12 @@ class ModelHolder:
             return False
         if latest == self.version and self.ready:
             return False
-        log.info("alias moved: %s -> %s; loading in the background", self.version, latest)
+        failed = self._failed.get(latest)
+        if failed is not None and time.monotonic() < failed[1]:
+            return False  # backing off from a version that failed to load
+        log.info("alias moved: %s -> %s; loading in the background", self.version or "none", latest)
         before = self.version
-        return self.load() and self.version != before
+        return self.load(latest) and self.version != before
 
     def start_polling(self) -> None:
         if self.poll_s <= 0 or not self.uri.startswith("models:/"):
@@ -88,6 +101,8 @@ class ModelHolder:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(10)
 
     def wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

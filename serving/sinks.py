@@ -1,10 +1,8 @@
-"""Where results go: the overlay, an annotated video, the emotion timeline, the live preview state."""
+"""Where results go: the overlay, an annotated video, the live preview state (the timeline: serving.timeline)."""
 
 from __future__ import annotations
 
 import collections
-import csv
-import io
 import json
 import threading
 import time
@@ -60,65 +58,6 @@ class VideoRecorder:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
-
-
-class Timeline:
-    """Per face per frame rows, and per-second aggregates (faces, mean probability per emotion, dominant).
-
-    Rows are buffered and flushed atomically (temp file + rename) on `flush`/`close`; `gs://` targets are
-    uploaded on close.
-    """
-
-    FACE_FIELDS = ["frame", "time_s", "face", "x", "y", "w", "h", "emotion", *EMOTIONS]
-    SECOND_FIELDS = ["second", "frames", "faces", "dominant", *[f"mean_{e}" for e in EMOTIONS]]
-
-    def __init__(self, path: str):
-        self.path = path
-        self.rows: list[list] = []
-        self.seconds: dict[int, dict] = {}
-        self._lock = threading.Lock()
-
-    def add(self, result: FrameResult) -> None:
-        with self._lock:
-            sec = int(result.timestamp)
-            agg = self.seconds.setdefault(sec, {"frames": 0, "faces": 0, "sum": np.zeros(len(EMOTIONS))})
-            agg["frames"] += 1
-            for i, ((x, y, w, h), p) in enumerate(zip(result.detections.boxes, result.detections.probs, strict=True)):
-                self.rows.append([result.index, round(result.timestamp, 3), i, int(x), int(y), int(w), int(h),
-                                  EMOTIONS[int(np.argmax(p))], *[round(float(v), 5) for v in p]])
-                agg["faces"] += 1
-                agg["sum"] += p
-
-    def per_second(self) -> list[dict]:
-        out = []
-        with self._lock:
-            for sec in sorted(self.seconds):
-                a = self.seconds[sec]
-                mean = a["sum"] / a["faces"] if a["faces"] else np.zeros(len(EMOTIONS))
-                out.append({"second": sec, "frames": a["frames"], "faces": a["faces"],
-                            "dominant": EMOTIONS[int(np.argmax(mean))] if a["faces"] else "",
-                            **{f"mean_{e}": round(float(m), 5) for e, m in zip(EMOTIONS, mean, strict=True)}})
-        return out
-
-    def _csv(self, fields: list[str], rows: list) -> str:
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(fields)
-        for row in rows:
-            writer.writerow([row[f] for f in fields] if isinstance(row, dict) else row)
-        return buf.getvalue()
-
-    def seconds_path(self) -> str:
-        base = self.path[:-4] if self.path.endswith(".csv") else self.path
-        return f"{base}.seconds.csv"
-
-    def flush(self) -> None:
-        with self._lock:
-            faces = self._csv(self.FACE_FIELDS, list(self.rows))
-        storage.write_text(self.path, faces)
-        storage.write_text(self.seconds_path(), self._csv(self.SECOND_FIELDS, self.per_second()))
-
-    close = flush
 
 
 class PreviewState:

@@ -30,7 +30,8 @@ class SourceError(RuntimeError):
     """A source that cannot be opened."""
 
 
-def _is_live(spec: str) -> bool:
+def is_live(spec: str) -> bool:
+    """A camera index or a stream URL (as opposed to a video file)."""
     return spec.isdigit() or "://" in spec
 
 
@@ -161,6 +162,6 @@ class LiveSource:
 
 def open_source(spec: str, stats=None):
     """A camera index ("0"), a URL (rtsp://, http://) or a video file path."""
-    if _is_live(spec):
+    if is_live(spec):
         return LiveSource(spec, stats)
     return FileSource(spec, stats)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -17,9 +19,13 @@ from serving.http import WorkerHTTP
 from serving.metrics import SourceStats, WorkerMetrics
 from serving.model import ModelHolder
 from serving.pipeline import FaceFinder, FramePipeline, FrameResult
-from serving.sinks import Annotator, PreviewState, Timeline, VideoRecorder
+from serving.sinks import Annotator, PreviewState, VideoRecorder
+from serving.timeline import Timeline
 
 log = logging.getLogger(__name__)
+
+LATENCY_WINDOW = 10_000  # frames in the run summary's latency percentiles: bounded memory for weeks of frames
+GAUGE_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -47,7 +53,12 @@ class Worker:
         self.pipeline = FramePipeline(FaceFinder(options.detector, options.scan_every, hold=options.hold), self.model)
         self.annotator = Annotator()
         self.preview = PreviewState()
-        self.timeline = Timeline(options.timeline) if options.timeline else None
+        sv = settings.serve
+        self.worker_id = sv.worker_id or socket.gethostname()
+        self.timeline = Timeline(options.timeline, live=sources.is_live(options.source), worker_id=self.worker_id,
+                                 flush_s=sv.timeline_flush_s, rotate_s=sv.timeline_rotate_s,
+                                 rotate_mb=sv.timeline_rotate_mb, upload=sv.timeline_upload,
+                                 local_dir=settings.home_path / "timelines") if options.timeline else None
         self.recorder: VideoRecorder | None = None
         self.http = WorkerHTTP(options.http, self, settings.serve.token) if options.http else None
         self.source = None
@@ -56,9 +67,12 @@ class Worker:
         self.frames = 0
         self.faces = 0
         self.fps = 0.0
-        self.latencies: list[float] = []
+        # The run summary's percentiles cover the last LATENCY_WINDOW frames (Prometheus has all of them).
+        self.latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self.last_frame_at = 0.0  # wall-clock time of the last processed frame
         self.results_hook = None  # optional callable(FrameResult) for analyze/bench
         self._synced = SourceStats()
+        self._threads: list[threading.Thread] = []
 
     # --- state for /readyz and /api/status ---------------------------------------------------------------
     @property
@@ -66,8 +80,13 @@ class Worker:
         return bool(self.source is not None and self.source.opened)
 
     @property
+    def stalled(self) -> bool:
+        """No frame within serve.stall_s (also before the first frame)."""
+        return time.time() - self.last_frame_at > self.settings.serve.stall_s
+
+    @property
     def ready(self) -> bool:
-        return self.model.ready and self.source_open
+        return self.model.ready and self.source_open and not self.stalled
 
     def status(self) -> dict:
         return {"model_version": self.model.version, "model_uri": self.opt.model_uri, "fps": round(self.fps, 2),
@@ -90,6 +109,15 @@ class Worker:
         q: queue.Queue = queue.Queue(maxsize=16)
         done = object()
 
+        def put(item) -> bool:
+            while not self._stop.is_set():  # never blocks past a stop: the consumer may be gone
+                try:
+                    q.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def decode():
             while not self._stop.is_set():
                 t0 = time.perf_counter()
@@ -97,15 +125,33 @@ class Worker:
                 if frame is None:
                     break
                 self.metrics.latency.labels(stage="decode").observe((time.perf_counter() - t0) * 1000)
-                q.put(frame)
-            q.put(done)
+                if not put(frame):
+                    return
+            put(done)
 
-        threading.Thread(target=decode, name="fer-decode", daemon=True).start()
+        self._start_thread(decode, "fer-decode")
         while True:
             item = q.get()
             if item is done:
                 return
             yield item
+
+    def _start_thread(self, target, name: str) -> None:
+        """A helper thread that run() stops and joins on every way out."""
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _update_gauges(self) -> None:
+        """On a timer, not per frame, so that a stalled stream shows: fps decays to 0, ready goes to 0."""
+        last_frames, last_t = self.frames, time.monotonic()
+        while not self._stop.wait(GAUGE_INTERVAL_S):
+            now, frames = time.monotonic(), self.frames
+            self.fps = (frames - last_frames) / (now - last_t)
+            last_frames, last_t = frames, now
+            self.metrics.fps.set(self.fps)
+            self.metrics.ready.set(1 if self.ready else 0)
+            self._sync_source_stats()
 
     def _sync_source_stats(self) -> None:
         for name, counter in (("reconnects", self.metrics.reconnects), ("dropped_frames", self.metrics.dropped),
@@ -125,7 +171,7 @@ class Worker:
         for stage, ms in result.timings_ms.items():
             m.latency.labels(stage=stage).observe(ms)
         if self.timeline is not None:
-            self.timeline.add(result)
+            self.timeline.add(result, self.model.version)
         if self.results_hook is not None:
             self.results_hook(result)
         want_preview = self.http is not None and time.monotonic() - self._last_preview >= 1 / self.opt.preview_fps
@@ -166,7 +212,6 @@ class Worker:
 
     def _serve_frames(self) -> float:
         """The frame loop; returns when it started (throughput counts from the first frame)."""
-        window_start, window_frames = time.perf_counter(), 0
         started = time.perf_counter()
         for frame in self._frames():
             t0 = time.perf_counter()
@@ -177,13 +222,8 @@ class Worker:
             self.latencies.append(total)
             self.frames += 1
             self.faces += len(result.detections)
-            window_frames += 1
-            now = time.perf_counter()
-            if now - window_start >= 1.0:
-                self.fps = window_frames / (now - window_start)
-                self.metrics.fps.set(self.fps)
-                window_start, window_frames = now, 0
-                self._sync_source_stats()
+            self.last_frame_at = time.time()
+            self.metrics.last_frame.set(self.last_frame_at)
             if self._stop.is_set() or (self.opt.max_frames and self.frames >= self.opt.max_frames):
                 break
         return started
@@ -198,17 +238,21 @@ class Worker:
         self._last_preview = 0.0
         started = time.perf_counter()
         try:
-            threading.Thread(target=self.model.load, name="fer-model-load", daemon=True).start()
+            self._start_thread(self.model.load, "fer-model-load")
+            self._start_thread(self._update_gauges, "fer-gauges")
             self.source = sources.open_source(self.opt.source, self.stats)
             self.model.start_polling()  # also loads the model later when there is none yet
             if self._wait_for_model():
-                self.metrics.ready.set(1)
                 started = self._serve_frames()
         finally:
             self.stopped = True
-            self.metrics.ready.set(0)
-            self._sync_source_stats()
+            self._stop.set()  # the decode, gauge and poll threads end with the loop, whatever ended it
             self.model.stop()
+            self.metrics.ready.set(0)
+            self.metrics.fps.set(0)
+            self._sync_source_stats()
+            for t in self._threads:
+                t.join(10)
             if self.source is not None:
                 self.source.close()
             if self.recorder is not None:
@@ -219,7 +263,7 @@ class Worker:
             if self.http is not None:
                 self.http.stop()
         seconds = time.perf_counter() - started
-        lat = np.asarray(self.latencies or [0.0])
+        lat = np.asarray(self.latencies or [0.0])  # the last LATENCY_WINDOW frames
         return {"frames": self.frames, "faces": self.faces, "seconds": round(seconds, 3),
                 "fps": round(self.frames / seconds, 2) if seconds else 0.0,
                 "p50_ms": round(float(np.percentile(lat, 50)), 3), "p95_ms": round(float(np.percentile(lat, 95)), 3),
