@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,11 @@ def bootstrap(settings: Settings, force: bool = False) -> dict[str, Any]:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         if asset("MODEL_CARD.md").is_file():
             mlflow.log_artifact(str(asset("MODEL_CARD.md")))
+        with tempfile.TemporaryDirectory() as tmp:  # the fast form, so workers need not convert it
+            from fer_core.classify import keras_to_tflite
+
+            (Path(tmp) / registry.TFLITE).write_bytes(keras_to_tflite(model))
+            mlflow.log_artifact(str(Path(tmp) / registry.TFLITE))
         logged = mlflow.tensorflow.log_model(model, name="model", pip_requirements=tracking.model_requirements())
     tags = {**provenance, "dataset.fingerprint": json.dumps(info.get("fingerprint", {})),
             "config_hash": info.get("config_hash", ""), "model": "compact", registry.DECISION_TAG: "bootstrap",

@@ -81,10 +81,11 @@ class Classifier:
         from fer_core import models
 
         content = keras_to_tflite(models.load(str(path)))
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_bytes(content)
-            cached.with_suffix(".sha").write_text(digest)
+        if cached is not None:  # each file whole or absent; the digest last, so a torn pair is converted again
+            from fer_core import storage
+
+            storage.write_bytes(str(cached), content)
+            storage.write_text(str(cached.with_suffix(".sha")), digest)
         return cls(content, source=str(path), **kwargs)
 
     def predict(self, faces: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fer_core import storage
 from fer_core.config import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class ResolvedModel:
     version: str = ""
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    tflite: Path | None = None  # the TFLite form logged with the model, when there is one
 
 
 def configure(settings: Settings):
@@ -221,13 +223,20 @@ def cache_dir(settings: Settings) -> Path:
     return settings.home_path / "cache" / "models"
 
 
-def _download(artifact_uri: str, target: Path, what: str) -> None:
-    """Download a model into `target` atomically (a temporary folder renamed into place, then COMPLETE)."""
+TFLITE = "model.tflite"  # the fast form the pipeline logs beside each model in its training run
+
+
+def _download(artifact_uri: str, target: Path, what: str, run_id: str = "") -> None:
+    """Download a model (and its run's TFLite file, when the run has one) into `target` atomically: a
+    temporary folder renamed into place, marked COMPLETE."""
     import mlflow
 
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{time.time_ns()}")
     try:
         mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(tmp))
+        if run_id:
+            with contextlib.suppress(Exception):  # older versions have none: then it is converted here
+                mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TFLITE, dst_path=str(tmp))
         (tmp / "COMPLETE").write_text(artifact_uri)
         if target.exists():
             shutil.rmtree(target)
@@ -235,6 +244,10 @@ def _download(artifact_uri: str, target: Path, what: str) -> None:
     except Exception as exc:  # noqa: BLE001
         shutil.rmtree(tmp, ignore_errors=True)
         raise _wrap(exc, what) from exc
+
+
+def _tflite(root: Path) -> Path | None:
+    return root / TFLITE if (root / TFLITE).is_file() else None
 
 
 def _find_keras(root: Path) -> Path:
@@ -258,7 +271,7 @@ def resolve(uri: str, settings: Settings) -> ResolvedModel:
         target = cache_dir(settings) / "logged" / rest
         if not (target / "COMPLETE").is_file():
             _download(uri, target, f"cannot download logged model {rest}")
-        return ResolvedModel(_find_keras(target), uri, rest)
+        return ResolvedModel(_find_keras(target), uri, rest, tflite=_tflite(target))
     name, alias, version = rest, "", ""
     if "@" in rest:
         name, alias = rest.split("@", 1)
@@ -279,16 +292,17 @@ def resolve(uri: str, settings: Settings) -> ResolvedModel:
         if alias and last_good.is_file():  # registry down: serve the last good model
             cached = json.loads(last_good.read_text())
             log.warning("registry unavailable (%s); using cached version %s", exc, cached["version"])
-            return ResolvedModel(Path(cached["path"]), uri, cached["version"], name, {"cached": True})
+            return ResolvedModel(Path(cached["path"]), uri, cached["version"], name, {"cached": True},
+                                 _tflite(cache_dir(settings) / name / str(cached["version"])))
         raise
     target = cache_dir(settings) / name / str(version)
     if not (target / "COMPLETE").is_file():
-        _download(f"models:/{name}/{version}", target, f"cannot download {name} version {version}")
+        _download(f"models:/{name}/{version}", target, f"cannot download {name} version {version}",
+                  run_id=info.run_id)
     path = _find_keras(target)
-    if alias:
-        last_good.parent.mkdir(parents=True, exist_ok=True)
-        last_good.write_text(json.dumps({"version": str(version), "path": str(path)}))
-    return ResolvedModel(path, uri, str(version), name)
+    if alias:  # read when the registry is down: written whole or not at all
+        storage.write_text(str(last_good), json.dumps({"version": str(version), "path": str(path)}))
+    return ResolvedModel(path, uri, str(version), name, tflite=_tflite(target))
 
 
 def load_classifier(uri: str, settings: Settings):
@@ -296,7 +310,13 @@ def load_classifier(uri: str, settings: Settings):
     from fer_core.classify import Classifier
 
     resolved = resolve(uri, settings)
-    clf = Classifier.from_file(resolved.path, cache_dir=settings.home_path / "cache" / "tflite")
+    if resolved.tflite is not None:
+        clf = Classifier(resolved.tflite.read_bytes(), source=uri)
+    else:
+        if uri.startswith("models:/"):
+            log.warning("no %s logged for %s: converting the Keras model on this machine (the pipeline logs "
+                        "one with every version)", TFLITE, uri)
+        clf = Classifier.from_file(resolved.path, cache_dir=settings.home_path / "cache" / "tflite")
     clf.version = resolved.version or Path(resolved.path).name
     clf.source = uri
     return clf

@@ -83,8 +83,9 @@ class LiveSource:
     live = True
 
     def __init__(self, spec: str, stats=None, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
-                 open_timeout_s: float = 10.0):
+                 open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
         self.spec = spec
+        self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
         self.stats = stats
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.fps = 0.0
@@ -102,7 +103,12 @@ class LiveSource:
                 self._cond.wait(0.1)
 
     def _open(self):
-        cap = cv2.VideoCapture(int(self.spec)) if self.spec.isdigit() else cv2.VideoCapture(self.spec)
+        if self.spec.isdigit():
+            cap = cv2.VideoCapture(int(self.spec))
+        else:  # FFmpeg gives up on a stream that sends nothing for read_timeout_s: then it is reopened
+            cap = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout_s * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout_s * 1000)])
         return cap if cap.isOpened() else None
 
     def _run(self) -> None:
@@ -160,8 +166,8 @@ class LiveSource:
         self._thread.join(5)
 
 
-def open_source(spec: str, stats=None):
+def open_source(spec: str, stats=None, read_timeout_s: float = 10.0):
     """A camera index ("0"), a URL (rtsp://, http://) or a video file path."""
     if is_live(spec):
-        return LiveSource(spec, stats)
+        return LiveSource(spec, stats, read_timeout_s=read_timeout_s)
     return FileSource(spec, stats)

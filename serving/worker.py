@@ -240,7 +240,7 @@ class Worker:
         try:
             self._start_thread(self.model.load, "fer-model-load")
             self._start_thread(self._update_gauges, "fer-gauges")
-            self.source = sources.open_source(self.opt.source, self.stats)
+            self.source = sources.open_source(self.opt.source, self.stats, self.settings.serve.read_timeout_s)
             self.model.start_polling()  # also loads the model later when there is none yet
             if self._wait_for_model():
                 started = self._serve_frames()

@@ -78,3 +78,20 @@ def test_champion_uri_is_cached_for_when_the_registry_is_down(registered, tmp_pa
 
 def settings_copy_home(s, home):
     return s.model_copy(update={"home": str(home)})
+
+
+def test_workers_get_the_tflite_form_from_the_registry(settings_factory):
+    """The bootstrap (like the pipeline) logs model.tflite beside the model: a worker downloads it and
+    converts nothing; the cache file it reads when the registry is down is written whole."""
+    from fer_core import baseline
+
+    s = settings_factory()
+    baseline.bootstrap(s)
+    resolved = registry.resolve("models:/fer-emotion@champion", s)
+    assert resolved.tflite is not None and resolved.tflite.stat().st_size > 10_000
+    clf = registry.load_classifier("models:/fer-emotion@champion", s)
+    assert clf.version == "1" and clf.tflite == resolved.tflite.read_bytes()
+    assert not (s.home_path / "cache" / "tflite").exists()  # nothing was converted here
+    last_good = json.loads((registry.cache_dir(s) / "fer-emotion" / "last_good.json").read_text())
+    assert last_good["version"] == "1"
+    assert not list((registry.cache_dir(s) / "fer-emotion").glob(".*.tmp"))
