@@ -137,6 +137,8 @@ class ServeSettings(_Section):
     stall_s: float = 10.0  # not ready (/readyz, fer_ready) when no frame was processed for this long
     read_timeout_s: float = 10.0  # a live stream that sends nothing for this long is reopened
     open_metrics: bool = False  # serve /metrics without the token beyond loopback (it shows emotion counts)
+    tls_cert: str = ""  # PEM certificate and key: HTTPS, and then `?token=` is accepted too
+    tls_key: str = ""
     detect_width: int = 320  # frames are downscaled to this width for Haar detection
     track_every: int = 1  # run Haar every N frames (1 = every frame)
     timeline_upload: str = ""  # gs:// prefix to upload closed timeline segments to

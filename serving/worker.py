@@ -60,7 +60,8 @@ class Worker:
                                  rotate_mb=sv.timeline_rotate_mb, upload=sv.timeline_upload,
                                  local_dir=settings.home_path / "timelines") if options.timeline else None
         self.recorder: VideoRecorder | None = None
-        self.http = WorkerHTTP(options.http, self, settings.serve.token) if options.http else None
+        self.http = WorkerHTTP(options.http, self, sv.token, open_metrics=sv.open_metrics, tls_cert=sv.tls_cert,
+                               tls_key=sv.tls_key) if options.http else None
         self.source = None
         self.stopped = False
         self._stop = threading.Event()

@@ -18,15 +18,18 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup.sh installs it)")
-def test_preview_page_renders_frame_version_and_chart(tiny_model_path, tmp_path):
+@pytest.mark.parametrize("bind", ["127.0.0.1", "0.0.0.0"], ids=["loopback-mjpeg", "token-in-fragment"])
+def test_preview_page_renders_frame_version_and_chart(tiny_model_path, tmp_path, bind):
+    """On loopback the page shows the MJPEG stream; bound beyond it, the page opened as /#token=... sends the
+    token as a header (never in a URL) and polls frames."""
     helpers.require_shared(helpers.VIDEO)
     port = helpers.free_port()
-    s = load_settings(None, [f'home="{tmp_path / "home"}"'], environ={})
+    s = load_settings(None, [f'home="{tmp_path / "home"}"', 'serve.token="s3cret"'], environ={})
     worker = Worker(s, WorkerOptions(source=str(helpers.VIDEO), model_uri=str(tiny_model_path),
-                                     http=f"127.0.0.1:{port}"))
+                                     http=f"{bind}:{port}"))
     # slowed so the stream stays alive while the browser looks
     with helpers.worker_running(worker, port, min_frames=3, frame_delay_s=0.25):
-        url = f"http://127.0.0.1:{port}/"
+        url = f"http://127.0.0.1:{port}/" + ("#token=s3cret" if bind == "0.0.0.0" else "")
         common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=4000"]
         dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
         assert 'id="model">model.keras<' in dom  # the status poll filled in the model version

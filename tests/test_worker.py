@@ -81,28 +81,80 @@ def test_worker_over_real_video_with_local_model(video, tiny_model_path, tmp_pat
     assert (tmp_path / "a.mp4").stat().st_size > 10_000
 
 
-def test_readyz_before_model_and_token_beyond_loopback(tiny_model_path, tmp_path):
-    class Stub:  # the HTTP layer only reads these attributes
-        metrics = __import__("serving.metrics", fromlist=["WorkerMetrics"]).WorkerMetrics()
-        ready, source_open, stopped = False, False, False
-        model = type("M", (), {"ready": False})()
+class _Stub:  # the HTTP layer only reads these attributes
+    metrics = __import__("serving.metrics", fromlist=["WorkerMetrics"]).WorkerMetrics()
+    ready, source_open, stopped = False, False, False
+    model = type("M", (), {"ready": False})()
 
-        def status(self):
-            return {"fps": 0.0}
+    def status(self):
+        return {"fps": 0.0}
 
+
+def test_readyz_before_model_and_token_beyond_loopback(tmp_path):
     with pytest.raises(TokenRequired):
-        WorkerHTTP("0.0.0.0:0", Stub())
+        WorkerHTTP("0.0.0.0:0", _Stub())
     port = helpers.free_port()
-    http = WorkerHTTP(f"0.0.0.0:{port}", Stub(), token="s3cret").start()
+    http = WorkerHTTP(f"0.0.0.0:{port}", _Stub(), token="s3cret").start()
     try:
         base = f"http://127.0.0.1:{port}"
-        assert httpx.get(f"{base}/metrics").status_code == 200 and httpx.get(f"{base}/healthz").status_code == 200
+        helpers.wait_for_port(port)
+        assert httpx.get(f"{base}/healthz").status_code == 200 and httpx.get(f"{base}/").status_code == 200
+        assert httpx.get(f"{base}/metrics").status_code == 401  # per-emotion counts of people: not open
         assert httpx.get(f"{base}/readyz").status_code == 401
-        assert httpx.get(f"{base}/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{base}/api/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
         r = httpx.get(f"{base}/readyz", headers={"Authorization": "Bearer s3cret"})
         assert r.status_code == 503 and r.json() == {"ready": False, "model_loaded": False, "source_open": False}
-        assert httpx.get(f"{base}/api/status?token=s3cret").status_code == 200
+        assert httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{base}/api/status?token=s3cret").status_code == 401  # no query token over plain HTTP
+        assert r.headers["cache-control"] == "no-store"
     finally:
+        http.stop()
+    http = WorkerHTTP(f"0.0.0.0:{port}", _Stub(), token="s3cret", open_metrics=True).start()
+    try:
+        helpers.wait_for_port(port)
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 200
+    finally:
+        http.stop()
+
+
+def test_query_token_over_tls_and_a_connection_limit(tmp_path):
+    openssl = __import__("shutil").which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    port = helpers.free_port()
+    http = WorkerHTTP(f"0.0.0.0:{port}", _Stub(), token="s3cret", tls_cert=str(cert), tls_key=str(key)).start()
+    try:
+        helpers.wait_for_port(port)
+        base = f"https://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/api/status?token=s3cret", verify=False).status_code == 200
+        assert httpx.get(f"{base}/api/status?token=nope", verify=False).status_code == 401
+    finally:
+        http.stop()
+    from serving.http import MAX_CONNECTIONS
+
+    stub = _Stub()
+    stub.preview = type("P", (), {"next_jpeg": lambda self, after, timeout: (after + 1, b"jpeg")})()
+    port = helpers.free_port()
+    http = WorkerHTTP(f"127.0.0.1:{port}", stub).start()
+    try:
+        helpers.wait_for_port(port)
+        streams = [httpx.Client(timeout=5) for _ in range(MAX_CONNECTIONS - 1)]  # the limit counts the new one
+        contexts = [c.stream("GET", f"http://127.0.0.1:{port}/stream.mjpg") for c in streams]
+        opened = [ctx.__enter__() for ctx in contexts]  # kept referenced: each holds its connection open
+        assert all(r.status_code == 200 for r in opened)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 503  # the limit holds
+        for ctx, c in zip(contexts, streams, strict=True):
+            ctx.__exit__(None, None, None)
+            c.close()
+        deadline = time.time() + 10
+        while time.time() < deadline and httpx.get(f"http://127.0.0.1:{port}/healthz").status_code != 200:
+            time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    finally:
+        stub.stopped = True
         http.stop()
 
 
