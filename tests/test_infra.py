@@ -198,6 +198,17 @@ def test_prometheus_config():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_alert_rules_fire_on_a_stalled_worker_and_failed_reloads():
+    """`promtool check rules`, and `promtool test rules`: the rules fire on series that stall or fail."""
+    promtool = _need("promtool")
+    prom = ROOT / "infra" / "prometheus"
+    for args in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
+        proc = subprocess.run([promtool, *args], cwd=prom, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    tested = set(re.findall(r"alertname: (\w+)", (prom / "alerts_test.yml").read_text()))
+    assert tested == set(re.findall(r"alert: (\w+)", (prom / "alerts.yml").read_text()))
+
+
 @pytest.mark.integration
 def test_grafana_dashboard_queries_metrics_the_worker_exports(tiny_model_path, tmp_path):
     helpers.require_shared(helpers.VIDEO)
