@@ -151,7 +151,8 @@ class LiveSource:
             cap.release()
             with self._cond:
                 self.opened = False
-            log.warning("source %s lost; reconnecting", self.spec)
+            if not self._stop.is_set():
+                log.warning("source %s lost or silent for %.0f s; reconnecting", self.spec, self.read_timeout_s)
 
     def read(self, timeout: float = 1.0) -> Frame | None:
         """The newest frame not yet returned; None when none came within `timeout`."""
