@@ -257,8 +257,9 @@ def _find_keras(root: Path) -> Path:
     return found[0]
 
 
-def resolve(uri: str, settings: Settings) -> ResolvedModel:
-    """A local file for `uri`; registry models are downloaded once per version and cached."""
+def resolve(uri: str, settings: Settings, last_good_only: bool = False) -> ResolvedModel:
+    """A local file for `uri`; registry models are downloaded once per version and cached. With
+    `last_good_only`, the version of an alias that last loaded here, without asking the registry."""
     if not uri.startswith("models:/"):
         path = Path(uri).expanduser()
         if not path.is_file():
@@ -278,6 +279,12 @@ def resolve(uri: str, settings: Settings) -> ResolvedModel:
     elif "/" in rest:
         name, version = rest.split("/", 1)
     last_good = cache_dir(settings) / name / "last_good.json"
+    if last_good_only:
+        if not (alias and last_good.is_file()):
+            raise RegistryError(f"no last good version of {uri} on this machine")
+        cached = json.loads(last_good.read_text())
+        return ResolvedModel(Path(cached["path"]), uri, cached["version"], name, {"cached": True},
+                             _tflite(cache_dir(settings) / name / str(cached["version"])))
     try:
         info = alias_version(settings, alias) if alias else get_version(settings.model_copy(
             update={"registry": settings.registry.model_copy(update={"model_name": name})}), version)
@@ -305,11 +312,11 @@ def resolve(uri: str, settings: Settings) -> ResolvedModel:
     return ResolvedModel(path, uri, str(version), name, tflite=_tflite(target))
 
 
-def load_classifier(uri: str, settings: Settings):
+def load_classifier(uri: str, settings: Settings, last_good_only: bool = False):
     """The fast classifier for a model URI (TFLite form cached under <home>/cache/tflite)."""
     from fer_core.classify import Classifier
 
-    resolved = resolve(uri, settings)
+    resolved = resolve(uri, settings, last_good_only)
     if resolved.tflite is not None:
         clf = Classifier(resolved.tflite.read_bytes(), source=uri)
     else:

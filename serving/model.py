@@ -59,14 +59,25 @@ class ModelHolder:
                       key, count, wait)
             if self.metrics:
                 self.metrics.reloads.labels(result="failure").inc()
+            if not self.ready:  # nothing serving yet (a restart): the version that last loaded here will do
+                try:
+                    clf = registry.load_classifier(self.uri, self.settings, last_good_only=True)
+                except Exception:  # noqa: BLE001 - none on this machine
+                    return False
+                log.warning("serving the last good version %s from the cache until %s loads", clf.version, key)
+                self._swap(clf)
             return False
         self._failed.pop(version or "?", None)
-        self.classifier, self.version = clf, clf.version  # one reference swap: atomic between frames
+        self._swap(clf)
         if self.metrics:
             self.metrics.reloads.labels(result="success").inc()
+        return True
+
+    def _swap(self, clf) -> None:
+        self.classifier, self.version = clf, clf.version  # one reference swap: atomic between frames
+        if self.metrics:
             self.metrics.model.info({"version": str(self.version), "uri": self.uri})
         log.info("serving model %s (%s)", self.version, self.uri)
-        return True
 
     def check(self) -> bool:
         """Reload when the alias now points at another version; True when a swap happened."""

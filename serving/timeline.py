@@ -60,12 +60,30 @@ def read_per_second(path: str) -> list[dict]:
     return rows
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """A process killed mid-write can leave half a row at the end: cut it, so appended rows stay rows."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        data_end = fh.seek(0, os.SEEK_END)
+        block = min(data_end, 1 << 16)
+        fh.seek(data_end - block)
+        tail = fh.read(block)
+        cut = tail.rfind(b"\n")
+        fh.truncate(data_end - block + cut + 1 if cut >= 0 else 0)
+        log.warning("timeline %s ended in a torn row (a crash mid-write): cut it", path)
+
+
 class _Csv:
     """One append-only CSV file: header once, rows buffered until `flush` (write + fsync)."""
 
     def __init__(self, path: Path, fields: list[str]):
         self.path, self.fields = path, fields
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_tail(self.path)
         self._fh = open(self.path, "a", newline="")  # noqa: SIM115 - owned until close
         self._buf = io.StringIO()
         self._writer = csv.writer(self._buf)
@@ -108,6 +126,7 @@ class Timeline:
         self._uploads: list[threading.Thread] = []
         self._second: dict | None = None
         self.rows_written = 0
+        self.rows_flushed = 0  # rows this process has on disk (fsynced)
         self._open()
 
     # --- segments -----------------------------------------------------------------------------------------
@@ -185,6 +204,7 @@ class Timeline:
     def _flush(self) -> None:
         self._faces.flush()
         self._seconds.flush()
+        self.rows_flushed = self.rows_written
         self._last_flush = time.monotonic()
 
     def flush(self) -> None:
@@ -200,6 +220,7 @@ class Timeline:
         with self._lock:
             self._write_second()
             self._close_files()
+            self.rows_flushed = self.rows_written
         if self.upload:
             self._upload([self.path, Path(seconds_path(str(self.path)))])
         for t in self._uploads:

@@ -92,7 +92,9 @@ class Worker:
     def status(self) -> dict:
         return {"model_version": self.model.version, "model_uri": self.opt.model_uri, "fps": round(self.fps, 2),
                 "frames": self.frames, "faces": self.faces, "ready": self.ready,
-                "last_minute": self.preview.distribution(), "reload_failures": self.model.failures}
+                "last_minute": self.preview.distribution(), "reload_failures": self.model.failures,
+                "stalled": self.stalled, "last_frame_at": self.last_frame_at, "worker_id": self.worker_id,
+                "timeline_rows_flushed": self.timeline.rows_flushed if self.timeline else 0}
 
     def stop(self, *_args) -> None:
         self._stop.set()
