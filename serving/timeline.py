@@ -7,7 +7,7 @@ Built to run for weeks and to survive a crash:
 - a restarted worker appends to the same files (the header is written only into an empty file);
 - segments rotate by age and size: the live file `NAME.csv` is renamed to `NAME.<UTC start>.csv` (its
   per-second twin `NAME.seconds.csv` to `NAME.<UTC start>.seconds.csv`, where the start is the UTC time the
-  segment was opened, `YYYYmmddTHHMMSSZ`), and a closed segment is uploaded to `upload` (a `gs://` prefix)
+  segment was opened, `YYYYmmddTHHMMSSZ`, then `-1`, `-2`... for more in one second), and a closed segment is uploaded to `upload` (a `gs://` prefix)
   in the background; a `gs://` timeline path writes locally under `local_dir` and uploads every segment;
 - every row says which clock its time is on: `media` (seconds into a file) or `utc` (UNIX seconds of the
   wall clock, for live sources, so timelines of workers and restarts line up), the wall-clock time as
@@ -141,7 +141,11 @@ class Timeline:
         self._close_files()
         stamp = datetime.fromtimestamp(self._opened, UTC).strftime("%Y%m%dT%H%M%SZ")
         base = str(self.path)[:-4] if str(self.path).endswith(".csv") else str(self.path)
-        closed = [Path(f"{base}.{stamp}.csv"), Path(f"{base}.{stamp}.seconds.csv")]
+        n, suffix = 0, ""
+        while Path(f"{base}.{stamp}{suffix}.csv").exists():  # two segments opened within one second
+            n += 1
+            suffix = f"-{n}"
+        closed = [Path(f"{base}.{stamp}{suffix}.csv"), Path(f"{base}.{stamp}{suffix}.seconds.csv")]
         os.replace(self.path, closed[0])
         os.replace(seconds_path(str(self.path)), closed[1])
         log.info("timeline segment closed: %s", closed[0])
