@@ -310,3 +310,24 @@ class FlakyProxy:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def register_copies(settings, model_path: Path | str, n: int, broken: bool = False) -> list[str]:
+    """Log the model `n` times in MLflow runs and register each (plus one version that is not a model at all
+    when `broken`); returns the version numbers, the broken one last."""
+    import mlflow
+
+    from fer_core import models, registry, tracking
+
+    registry.ensure_experiment(settings)
+    model = models.load(str(model_path))
+    versions = []
+    for _ in range(n):
+        with mlflow.start_run() as run:
+            info = mlflow.tensorflow.log_model(model, name="model", pip_requirements=tracking.model_requirements())
+        versions.append(registry.register(settings, info.model_uri, {}, run_id=run.info.run_id).version)
+    if broken:
+        with mlflow.start_run() as run:
+            mlflow.log_text("not a model", "model/readme.txt")
+        versions.append(registry.register(settings, f"runs:/{run.info.run_id}/model", {}, run_id=run.info.run_id).version)
+    return versions

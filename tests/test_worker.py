@@ -13,7 +13,7 @@ import mlflow
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fer_core import models, promotion, registry, tracking
+from fer_core import promotion, registry
 from fer_core.config import load_settings
 from fer_core.labels import EMOTIONS
 from serving import sources
@@ -234,13 +234,7 @@ def test_bench_realtime_reports_speed_and_faces_kept(video, tiny_model_path, tmp
 def test_hot_reload_from_real_mlflow_server(video, tiny_model_path, mlflow_server, tmp_path):
     s = _settings(tmp_path, f'mlflow.tracking_uri="{mlflow_server["uri"]}"', 'registry.model_name="fer-reload"',
                   "serve.poll_s=0.2")
-    registry.ensure_experiment(s)
-    model = models.load(str(tiny_model_path))
-    uris = []
-    for _ in range(2):
-        with mlflow.start_run() as run:
-            info = mlflow.tensorflow.log_model(model, name="model", pip_requirements=tracking.model_requirements())
-        uris.append(registry.register(s, info.model_uri, {}, run_id=run.info.run_id).version)
+    uris = helpers.register_copies(s, tiny_model_path, 2)
     promotion.promote_manual(s, uris[0])
     worker = Worker(s, WorkerOptions(source=video, model_uri="models:/fer-reload@champion"))
     seen = []
@@ -296,11 +290,7 @@ def test_worker_waits_for_a_champion_and_never_registers(tiny_model_path, mlflow
         client = helpers.mlflow_client(uri)
         assert not client.search_registered_models(f"name = '{name}'"), "the worker registered a model"
         s = _settings(tmp_path, f'mlflow.tracking_uri="{uri}"', f'registry.model_name="{name}"')
-        registry.ensure_experiment(s)
-        with mlflow.start_run() as run:
-            info = mlflow.tensorflow.log_model(models.load(str(tiny_model_path)), name="model",
-                                               pip_requirements=tracking.model_requirements())
-        version = registry.register(s, info.model_uri, {}, run_id=run.info.run_id).version
+        (version,) = helpers.register_copies(s, tiny_model_path, 1)
         promotion.promote_manual(s, version)
         out, err = proc.communicate(timeout=180)
     finally:

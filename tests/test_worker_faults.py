@@ -19,12 +19,11 @@ import subprocess
 import time
 
 import httpx
-import mlflow
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.mjpeg_stream import MjpegStream, read_jpegs
-from fer_core import models, promotion, registry, tracking
+from fer_core import promotion
 from fer_core.config import load_settings
 from tests import helpers
 
@@ -61,16 +60,7 @@ def test_worker_rides_out_stream_registry_and_crash_faults(tiny_model_path, tmp_
     server = helpers.MlflowServer(tmp_path / "mlflow").start()
     s = load_settings(None, [f'home="{tmp_path / "pipeline-home"}"', f'mlflow.tracking_uri="{server.uri}"',
                              f'registry.model_name="{NAME}"'], environ={})
-    registry.ensure_experiment(s)
-    model = models.load(str(tiny_model_path))
-    versions = []
-    for _ in range(2):
-        with mlflow.start_run() as run:
-            info = mlflow.tensorflow.log_model(model, name="model", pip_requirements=tracking.model_requirements())
-        versions.append(registry.register(s, info.model_uri, {}, run_id=run.info.run_id).version)
-    with mlflow.start_run() as run:
-        mlflow.log_text("not a model", "model/readme.txt")
-    broken = registry.register(s, f"runs:/{run.info.run_id}/model", {}, run_id=run.info.run_id).version
+    *versions, broken = helpers.register_copies(s, tiny_model_path, 2, broken=True)
     promotion.promote_manual(s, versions[0])
 
     stream = MjpegStream(read_jpegs(helpers.VIDEO), fps=25).start()
