@@ -331,20 +331,33 @@ def add_serve(sub) -> None:
 
 
 def cmd_analyze(args) -> int:
+    """One video file: its outputs in --out, in this process. Several, a folder or a gs:// prefix: one task
+    per video on a Dask cluster (dask.address) or local worker processes, outputs in --out/<stem>/."""
     from fer_cli.output import emit
-    from serving.analyze import analyze
 
     s = _settings(args)
-    if not Path(args.video).is_file():
-        raise FileNotFoundError(f"video not found: {args.video}")
-    emit(analyze(s, args.video, args.out, _model_uri(s, args.model), args.detector))
+    if len(args.videos) == 1 and not Path(args.videos[0]).is_dir() and not args.videos[0].startswith("gs://"):
+        from serving.analyze import analyze
+
+        if not Path(args.videos[0]).is_file():
+            raise FileNotFoundError(f"video not found: {args.videos[0]}")
+        emit(analyze(s, args.videos[0], args.out, _model_uri(s, args.model), args.detector))
+        return 0
+    from serving.batch import analyze_many
+
+    result = analyze_many(s, args.videos, args.out, _model_uri(s, args.model), args.detector)
+    emit(result)
+    if result["failed"]:  # the others are done and in the index; the exit status says not all were
+        from fer_cli.main import CommandError
+
+        raise CommandError(f"{len(result['failed'])} of {result['videos']} videos failed; see {result['index']}")
     return 0
 
 
 def add_analyze(sub) -> None:
-    p = sub.add_parser("analyze", help="offline analysis of a video: timeline, summary, plot, annotated video")
+    p = sub.add_parser("analyze", help="offline analysis of videos: timelines, summaries, plots, annotated videos")
     _common(p)
-    p.add_argument("video")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, folders of videos, or gs:// prefixes")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", help="model URI or .keras file (default: champion)")
     p.add_argument("--detector", default="full", choices=("full", "track"))

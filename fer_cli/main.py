@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "urllib3", "alembic", "httpx", "mlflow.store"):
+    for noisy in ("absl", "tensorflow", "h5py", "matplotlib", "urllib3", "alembic", "httpx", "mlflow.store",
+                  "distributed", "bokeh"):
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
     # Prefect logs a failed task's traceback itself; our one-line error says what failed, -v shows it all.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING" if args.verbose else "CRITICAL")

@@ -148,6 +148,11 @@ class ServeSettings(_Section):
     worker_id: str = ""  # written into every timeline row; empty = the host name
 
 
+class DaskSettings(_Section):
+    address: str = ""  # tcp://HOST:PORT of a Dask scheduler; empty = a local cluster of processes
+    workers: int = 0  # local cluster: worker processes (0 = one per core)
+
+
 class Settings(_Section):
     home: str = Field(default_factory=lambda: str(Path.home() / ".fer"))
     data: DataSettings = Field(default_factory=DataSettings)
@@ -161,6 +166,7 @@ class Settings(_Section):
     wandb: WandbSettings = Field(default_factory=WandbSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    dask: DaskSettings = Field(default_factory=DaskSettings)
 
     # Derived locations of the embedded defaults.
     @property

@@ -42,14 +42,17 @@ def plot_timeline(per_second: list[dict], title: str) -> bytes:
     return buf.getvalue()
 
 
-def analyze(settings: Settings, video: str, out_dir: str, model_uri: str, detector: str = "full") -> dict[str, Any]:
+def analyze(settings: Settings, video: str, out_dir: str, model_uri: str, detector: str = "full",
+            classifier=None) -> dict[str, Any]:
+    """One video: timeline CSV, per-second CSV, summary JSON, plot and annotated video in `out_dir`.
+    `classifier`: a model already loaded (batch analysis reuses one per process)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for old in ("timeline.csv", "timeline.seconds.csv"):  # an analysis is written anew, never appended to
         (out / old).unlink(missing_ok=True)
     opts = WorkerOptions(source=video, model_uri=model_uri, timeline=str(out / "timeline.csv"), model_wait_s=60.0,
                          record=str(out / "annotated.mp4"), detector=detector)
-    worker = Worker(settings, opts)
+    worker = Worker(settings, opts, classifier=classifier)
     cap = cv2.VideoCapture(video)
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     cap.release()

@@ -20,11 +20,14 @@ MAX_BACKOFF_S = 3600.0
 
 
 class ModelHolder:
-    def __init__(self, uri: str, settings: Settings, metrics=None, poll_s: float | None = None):
+    """`classifier`: an already loaded model to serve as it is (batch analysis loads one per process)."""
+
+    def __init__(self, uri: str, settings: Settings, metrics=None, poll_s: float | None = None, classifier=None):
         self.uri, self.settings, self.metrics = uri, settings, metrics
-        self.poll_s = settings.serve.poll_s if poll_s is None else poll_s
-        self.classifier = None
-        self.version = ""
+        self.fixed = classifier is not None
+        self.poll_s = 0.0 if self.fixed else settings.serve.poll_s if poll_s is None else poll_s
+        self.classifier = classifier
+        self.version = classifier.version if classifier is not None else ""
         self.failures = 0
         self.last_error = ""
         self._stop = threading.Event()
@@ -45,6 +48,8 @@ class ModelHolder:
     def load(self, version: str | None = None) -> bool:
         """Load (or reload) the model; keep the current one when it fails. A version that failed is tried
         again only after a backoff that doubles with each failure (from poll_s up to MAX_BACKOFF_S)."""
+        if self.fixed:
+            return True
         try:
             clf = registry.load_classifier(self.uri, self.settings)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the old model

@@ -45,11 +45,11 @@ class WorkerOptions:
 
 
 class Worker:
-    def __init__(self, settings: Settings, options: WorkerOptions):
+    def __init__(self, settings: Settings, options: WorkerOptions, classifier=None):
         self.settings, self.opt = settings, options
         self.metrics = WorkerMetrics()
         self.stats = SourceStats()
-        self.model = ModelHolder(options.model_uri, settings, self.metrics)
+        self.model = ModelHolder(options.model_uri, settings, self.metrics, classifier=classifier)
         self.pipeline = FramePipeline(FaceFinder(options.detector, options.scan_every, hold=options.hold), self.model)
         self.annotator = Annotator()
         self.preview = PreviewState()
