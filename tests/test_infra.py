@@ -132,8 +132,30 @@ def test_retrain_health_check_probes_its_own_runner():
     assert f"127.0.0.1:{env['PREFECT_RUNNER_SERVER_PORT']}/health" in probe and "prefect:4200" not in probe
 
 
+def test_vertex_ai_deployment_matches_prefect_gcp_job_variables():
+    """The GPU deployment's job variables validate against prefect-gcp's Vertex AI worker schema (with
+    Prefect's templates filled), and its image installs the lock's TensorFlow release with CUDA."""
+    import jsonschema
+    from prefect_gcp.workers.vertex import VertexAIWorker
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    gpu = next(d for d in spec["deployments"] if d["name"] == "fer-retrain-gpu")
+    assert gpu["entrypoint"] == "flows/retrain.py:retrain"
+    variables = VertexAIWorker.get_default_base_job_template()["variables"]
+    filled = json.loads(re.sub(r"\{\{ \$(\w+) \}\}", lambda m: f"value-of-{m.group(1)}",
+                               json.dumps(gpu["work_pool"]["job_variables"])))
+    jsonschema.validate(filled, {**variables, "additionalProperties": False})
+    assert filled["accelerator_count"] >= 1 and filled["accelerator_type"].startswith("NVIDIA_")
+    from flows.retrain import retrain
+
+    retrain.validate_parameters(gpu["parameters"])  # the flow takes exactly these parameters
+    dockerfile = (ROOT / "infra" / "docker" / "pipeline-gpu.Dockerfile").read_text()
+    tf = re.search(r"^tensorflow-cpu==([\d.]+)", (ROOT / "requirements.lock").read_text(), re.M).group(1)
+    assert f"ARG TF_VERSION={tf}" in dockerfile and '"tensorflow[and-cuda]==${TF_VERSION}"' in dockerfile
+
+
 def test_dockerfiles_are_slim_pinned_non_root_with_healthchecks():
-    for name in ("pipeline.Dockerfile", "worker.Dockerfile"):
+    for name in ("pipeline.Dockerfile", "pipeline-gpu.Dockerfile", "worker.Dockerfile"):
         text = (ROOT / "infra" / "docker" / name).read_text()
         assert re.search(r"^FROM python:3\.11\.\d+-slim-bookworm$", text, re.M), name
         assert re.search(r"^USER fer$", text, re.M) and "HEALTHCHECK" in text, name
