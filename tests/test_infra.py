@@ -220,6 +220,36 @@ def test_prometheus_config():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_fleet_discovery_config_and_template_metadata(tmp_path):
+    """The fleet's Prometheus config (GCE service discovery) passes `promtool check config`; the instance
+    template passes the very metadata keys the start-up script reads (tests/test_vm.py runs that script on
+    Debian 12 with the same settings); cameras become per-instance `fer-source` metadata; the group heals
+    on /healthz; discovered instances get the camera label from the per-instance names."""
+    promtool = _need("promtool")
+    prom = ROOT / "infra" / "prometheus"
+    token = tmp_path / "token"
+    token.write_text("t0ken")
+    config = (prom / "prometheus-gce.yml").read_text().replace("/etc/prometheus/fer-worker-token", str(token))
+    (tmp_path / "prometheus-gce.yml").write_text(config)
+    shutil.copy(prom / "alerts.yml", tmp_path / "alerts.yml")
+    proc = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus-gce.yml")], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fleet = (ROOT / "infra" / "terraform" / "fleet.tf").read_text()
+    template = fleet[fleet.index('resource "google_compute_instance_template"'):fleet.index("lifecycle {")]
+    keys = set(re.findall(r"^\s+(fer-[a-z-]+)\s+=", template, re.M))
+    read = set(re.findall(r"\$\(meta (fer-[a-z-]+)\)", (ROOT / "infra" / "vm" / "startup.sh").read_text()))
+    assert keys == read == {"fer-src", "fer-source", "fer-http-bind", "fer-tracking-uri", "fer-http-token"}
+    assert 'source_image = "debian-cloud/debian-12"' in template and "startup-script" in template
+    assert re.search(r"preserved_state \{\s+metadata = \{\s+fer-source = each.value", fleet)
+    assert 'request_path = "/healthz"' in fleet and "auto_healing_policies" in fleet
+    name = re.search(r'name\s+= "\$\{var.name\}-cam-\$\{each.key\}"', fleet)
+    assert name, "per-instance names carry the camera"
+    spec = yaml.safe_load(config)
+    relabel = next(r for r in spec["scrape_configs"][0]["relabel_configs"] if r.get("target_label") == "camera")
+    assert re.fullmatch(relabel["regex"], "fer-cam-lobby").group(1) == "lobby"
+
+
 def test_alert_rules_fire_on_a_stalled_worker_and_failed_reloads():
     """`promtool check rules`, and `promtool test rules`: the rules fire on series that stall or fail."""
     promtool = _need("promtool")

@@ -22,3 +22,8 @@ output "ssh_command" {
   description = "SSH through IAP."
   value       = "gcloud compute ssh ${google_compute_instance.worker.name} --zone ${var.zone} --tunnel-through-iap"
 }
+
+output "fleet_instance_group" {
+  description = "The workers' managed instance group (empty without cameras)."
+  value       = length(var.cameras) > 0 ? google_compute_region_instance_group_manager.workers[0].instance_group : ""
+}

@@ -72,3 +72,15 @@ variable "artifact_retention_days" {
   type        = number
   default     = 90
 }
+
+variable "cameras" {
+  description = "The fleet: one worker per camera, camera name => stream URL (RTSP/HTTP). Empty = no fleet."
+  type        = map(string)
+  default     = {}
+}
+
+variable "fleet_zones" {
+  description = "Zones of the region the fleet's workers spread over."
+  type        = list(string)
+  default     = []
+}
