@@ -202,6 +202,31 @@ def cmd_pipeline_run(args) -> int:
     return 0
 
 
+def _task_runner(settings):
+    """Parallel tasks on the Dask cluster at dask.address (prefect-dask), else one at a time here."""
+    if settings.dask.address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=settings.dask.address)
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=1)
+
+
+def cmd_pipeline_sweep(args) -> int:
+    from fer_cli.output import emit
+
+    s = _settings(args)
+    _prefect_env(s)
+    from flows.api import prefect_api
+    from flows.sweep import read_grid, sweep
+
+    read_grid(args.grid)  # a bad grid is a clear error before any server starts
+    with prefect_api():
+        emit(sweep.with_options(task_runner=_task_runner(s))(args.grid, args.config, args.set))
+    return 0
+
+
 def pipeline_summary(result: dict) -> dict:
     """The flow result without the bulky per-class tables."""
     out = {"status": result["status"], "reason": result.get("reason", "")}
@@ -232,6 +257,10 @@ def cmd_pipeline_serve(args) -> int:
 def add_pipeline(sub) -> None:
     pipeline = sub.add_parser("pipeline", help="the retraining flow").add_subparsers(dest="pipeline_cmd",
                                                                                      required=True)
+    sw = pipeline.add_parser("sweep", help="train a grid of configurations in parallel, gate each, promote the best")
+    _common(sw)
+    sw.add_argument("grid", help="TOML file with a [grid] table: \"section.key\" = [values]")
+    sw.set_defaults(func=cmd_pipeline_sweep)
     p = pipeline.add_parser("run", help="run the retraining flow once; print its summary as JSON")
     _common(p)
     p.set_defaults(func=cmd_pipeline_run)

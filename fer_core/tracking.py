@@ -187,8 +187,9 @@ def extra_eval_sets(settings: Settings) -> dict[str, tuple[np.ndarray, np.ndarra
 
 
 def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = None,
-                  run_name: str | None = None) -> TrackedRun:
-    """Train on the dataset, evaluate, and log the whole run to MLflow (and W&B when enabled)."""
+                  run_name: str | None = None, parent_run_id: str = "") -> TrackedRun:
+    """Train on the dataset, evaluate, and log the whole run to MLflow (and W&B when enabled); with
+    `parent_run_id`, as a child of that run (a sweep's runs under one parent)."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -203,7 +204,8 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
         from wandb.integration.keras import WandbMetricsLogger
 
         callbacks.append(WandbMetricsLogger(log_freq="epoch"))
-    with mlflow.start_run(run_name=run_name) as run:
+    with mlflow.start_run(run_name=run_name,
+                          tags={"mlflow.parentRunId": parent_run_id} if parent_run_id else None) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
         mlflow.set_tags({"git_commit": commit, "dataset.version": ds.version,
                          "dataset.fingerprint": json.dumps(ds.stats.get("fingerprint", {})),

@@ -85,7 +85,7 @@ def build_dataset(settings: Settings) -> dict[str, Any]:
 
 
 @task(name="train and evaluate", cache_policy=NO_CACHE)
-def train_and_evaluate(settings: Settings, dataset_path: str, key: str) -> dict[str, Any]:
+def train_and_evaluate(settings: Settings, dataset_path: str, key: str, parent_run_id: str = "") -> dict[str, Any]:
     import mlflow
 
     log = _logger()
@@ -104,7 +104,7 @@ def train_and_evaluate(settings: Settings, dataset_path: str, key: str) -> dict[
                 "faces_per_s": run.data.metrics.get("faces_per_s", 0.0)}
     ds = dataset.load(dataset_path)
     run_dir = settings.home_path / "runs" / key  # a re-run after an interruption resumes from here
-    tracked = tracking.train_and_log(settings, ds, run_dir)
+    tracked = tracking.train_and_log(settings, ds, run_dir, parent_run_id=parent_run_id)
     mlflow.MlflowClient().set_tag(tracked.run_id, "train_key", key)
     log.info("trained run %s in %.0fs: %s", tracked.run_id, tracked.train.seconds,
              {n: r["accuracy"] for n, r in tracked.results.items()})
