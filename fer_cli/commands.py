@@ -197,7 +197,7 @@ def cmd_pipeline_run(args) -> int:
     from flows.retrain import retrain
 
     with prefect_api():
-        result = retrain(args.config, args.set)
+        result = retrain.with_options(task_runner=_task_runner(s))(args.config, args.set)
     emit(pipeline_summary(result))
     return 0
 

@@ -77,9 +77,46 @@ def unchanged_reason(settings: Settings, inputs: dict[str, Any]) -> str | None:
     return None
 
 
+@task(name="decode ExpW shard", cache_policy=NO_CACHE)
+def decode_expw_shard(settings: Settings, boxes: list) -> tuple:
+    from fer_core.data import expw
+
+    d = settings.data
+    return expw.decode(d.expw, boxes, d.margin, d.workers)
+
+
+EXPW_SHARDS_PER_WORKER = 4
+
+
+def read_expw_on_cluster(settings: Settings) -> tuple | None:
+    """With a Dask cluster (dask.address) and a dataset not built yet: the ExpW images decoded in shards of
+    whole images, as parallel tasks on the cluster; None otherwise (the build reads ExpW itself)."""
+    from fer_core.data import expw
+    from fer_core.data.table import FaceTable
+
+    d = settings.data
+    if not (settings.dask.address and d.expw) or dataset.is_built(settings):
+        return None
+    from distributed import Client
+
+    with Client(settings.dask.address) as client:
+        workers = max(1, len(client.scheduler_info()["workers"]))
+    boxes, rejects = expw.read_boxes(d.expw, d.limit, d.min_confidence)
+    shards = expw.shard(boxes, workers * EXPW_SHARDS_PER_WORKER)
+    futures = [decode_expw_shard.submit(settings, part) for part in shards]
+    tables = []
+    for future in futures:
+        table, bad = future.result()
+        tables.append(table)
+        rejects.extend(bad)
+    _logger().info("ExpW: %d images decoded in %d shards on %s", len({b.image for b in boxes}), len(shards),
+                   settings.dask.address)
+    return FaceTable.concat(tables), rejects
+
+
 @task(name="build dataset", cache_policy=NO_CACHE)
-def build_dataset(settings: Settings) -> dict[str, Any]:
-    ds = dataset.build(settings)
+def build_dataset(settings: Settings, expw_read: tuple | None = None) -> dict[str, Any]:
+    ds = dataset.build(settings, expw_read=expw_read)
     _logger().info("dataset %s %s", ds.version, "reused (already built)" if ds.stats.get("reused") else "built")
     return ds.summary()
 
@@ -183,7 +220,7 @@ def retrain(config: str | None = None, overrides: list[str] | None = None) -> di
     if reason:
         result: dict[str, Any] = {"status": "skipped", "reason": reason, "inputs": inputs}
     else:
-        ds = build_dataset.with_options(**net)(settings)
+        ds = build_dataset.with_options(**net)(settings, read_expw_on_cluster(settings))
         key = train_key(settings, ds["version"])
         trained = train_and_evaluate(settings, ds["path"], key)
         decision = gate_candidate.with_options(**net)(settings, ds["path"], trained)

@@ -55,3 +55,31 @@ def test_sweep_trains_on_dask_and_gates_every_candidate(small_data, tmp_path):
     client = helpers.mlflow_client(s.tracking_uri)
     for c in out["candidates"]:
         assert client.get_run(c["run_id"]).data.tags["mlflow.parentRunId"] == out["parent_run_id"]
+
+
+def test_retrain_decodes_expw_in_shards_on_dask(small_data, tmp_path):
+    """`fer pipeline run` with dask.address: the ExpW images are decoded as shard tasks on the cluster, and
+    the dataset is the very one a local build makes (same version, same faces read)."""
+    from distributed import Client, LocalCluster
+
+    from fer_core.data import dataset
+
+    common = ["--set", f"data.fer2013={small_data['fer2013']}", "--set", f"data.expw={small_data['expw']}",
+              "--set", "train.epochs=1", "--set", "train.batch_size=32", "--set", "gate.min_class_recall=0"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FER_", "PREFECT_API"))}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        proc = subprocess.run(helpers.fer_cmd("pipeline", "run", "--set", f"home={tmp_path / 'a'}", *common,
+                                              "--set", f"dask.address={cluster.scheduler_address}"),
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        with Client(cluster.scheduler_address) as client:
+            log = client.run_on_scheduler(lambda dask_scheduler: [str(t[0]) for t in dask_scheduler.transition_log])
+    shards = {key for key in log if "decode_expw_shard" in key or "decode ExpW shard" in key}
+    assert len(shards) >= 2, log[:20]
+    on_dask = json.loads(proc.stdout)
+    local = load_settings(None, [f'home="{tmp_path / "b"}"', f'data.fer2013="{small_data["fer2013"]}"',
+                                 f'data.expw="{small_data["expw"]}"'], environ={})
+    ds = dataset.build(local)
+    assert ds.version == on_dask["dataset"]
+    stats = dataset.load_stats(on_dask["dataset"], load_settings(None, [f'home="{tmp_path / "a"}"'], environ={}))
+    assert stats["faces_read"] == ds.stats["faces_read"]  # the same faces, whichever machine decoded them

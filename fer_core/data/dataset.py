@@ -174,7 +174,8 @@ def _write_version(target: str, files: dict[str, bytes]) -> None:
         raise
 
 
-def _read_sources(settings: Settings) -> tuple[dict[str, FaceTable], Rejects]:
+def _read_sources(settings: Settings, expw_read: tuple[FaceTable, Rejects] | None = None,
+                  ) -> tuple[dict[str, FaceTable], Rejects]:
     d = settings.data
     tables: dict[str, FaceTable] = {}
     rejects = Rejects()
@@ -183,14 +184,22 @@ def _read_sources(settings: Settings) -> tuple[dict[str, FaceTable], Rejects]:
         check_reject_ratio(r, len(t), d.max_reject_ratio, f"FER2013 {d.fer2013}")
         tables["fer2013"], _ = t, rejects.extend(r)
     if d.expw:
-        t, r = expw.read(d.expw, limit=d.limit, margin=d.margin, min_confidence=d.min_confidence, workers=d.workers)
+        t, r = expw_read or expw.read(d.expw, limit=d.limit, margin=d.margin, min_confidence=d.min_confidence,
+                                      workers=d.workers)
         check_reject_ratio(r, len(t), d.max_reject_ratio, f"ExpW {d.expw}")
         tables["expw"], _ = t, rejects.extend(r)
     return tables, rejects
 
 
-def build(settings: Settings, force: bool = False) -> Dataset:
-    """Build (or reuse) the dataset version for these inputs and settings."""
+def is_built(settings: Settings) -> bool:
+    """Whether the version for these inputs and settings exists already (then `build` reuses it)."""
+    version, _ = compute_version(settings)
+    return storage.exists(storage.join(settings.datasets_root, version, STATS))
+
+
+def build(settings: Settings, force: bool = False, expw_read: tuple[FaceTable, Rejects] | None = None) -> Dataset:
+    """Build (or reuse) the dataset version for these inputs and settings. `expw_read`: the ExpW faces and
+    rejects already read elsewhere (the flow decodes a large folder in shards on a Dask cluster)."""
     started = time.time()
     version, fingerprints = compute_version(settings)
     target = storage.join(settings.datasets_root, version)
@@ -200,7 +209,7 @@ def build(settings: Settings, force: bool = False) -> Dataset:
         ds.stats["reused"] = True
         return ds
 
-    tables, rejects = _read_sources(settings)
+    tables, rejects = _read_sources(settings, expw_read)
     s = settings.split
     merged = FaceTable.concat(list(tables.values()))
     counts: dict[str, dict[str, int]] = {f"raw_{name}": class_counts(t.labels) for name, t in tables.items()}

@@ -123,17 +123,30 @@ def iter_faces(root: str, boxes: list[Box], margin: float, workers: int = 0,
             bar.update(1)
 
 
-def read(root: str, limit: int = 0, margin: float = 0.10, min_confidence: float | None = None,
-         workers: int = 0) -> tuple[FaceTable, Rejects]:
-    """Read an ExpW root into a face table; faces that cannot be used are skipped and reported."""
+def read_boxes(root: str, limit: int = 0, min_confidence: float | None = None) -> tuple[list[Box], Rejects]:
+    """The labelled boxes of an ExpW root (label.lst), filtered; malformed lines are rejects."""
     label_path = storage.join(root, LABEL_FILE)
     if not storage.exists(label_path):
         raise storage.StorageError(f"ExpW label file not found: {label_path}")
     boxes, rejects = parse_label_file(storage.read_text(label_path), label_path)
     if min_confidence is not None:
         boxes = [b for b in boxes if b.confidence >= min_confidence]
-    if limit:
-        boxes = boxes[:limit]
+    return (boxes[:limit] if limit else boxes), rejects
+
+
+def shard(boxes: list[Box], n: int) -> list[list[Box]]:
+    """Split boxes into at most n shards of whole images (an image is decoded once, in one shard)."""
+    by_image: dict[str, list[Box]] = defaultdict(list)
+    for b in boxes:
+        by_image[b.image].append(b)
+    images = list(by_image)
+    size = max(1, -(-len(images) // max(1, n)))
+    return [[b for name in images[i:i + size] for b in by_image[name]] for i in range(0, len(images), size)]
+
+
+def decode(root: str, boxes: list[Box], margin: float = 0.10, workers: int = 0) -> tuple[FaceTable, Rejects]:
+    """Crop the faces of these boxes from their images; the ones that cannot be used are rejects."""
+    rejects = Rejects()
     faces = np.zeros((len(boxes), FACE, FACE), np.uint8)
     rows = []
     for box, face, reason in iter_faces(root, boxes, margin, workers):
@@ -145,3 +158,12 @@ def read(root: str, limit: int = 0, margin: float = 0.10, min_confidence: float 
                      "label": box.label, "usage": "", "confidence": box.confidence, "group": box.image})
     meta = pd.DataFrame(rows, columns=["image", "source", "face_id", "label", "usage", "confidence", "group"])
     return FaceTable(meta, faces[: len(rows)]), rejects
+
+
+def read(root: str, limit: int = 0, margin: float = 0.10, min_confidence: float | None = None,
+         workers: int = 0) -> tuple[FaceTable, Rejects]:
+    """Read an ExpW root into a face table; faces that cannot be used are skipped and reported."""
+    boxes, rejects = read_boxes(root, limit, min_confidence)
+    table, bad = decode(root, boxes, margin, workers)
+    rejects.extend(bad)
+    return table, rejects
