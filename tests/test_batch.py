@@ -82,3 +82,15 @@ def test_local_pool_without_an_address(videos, tiny_model_path, tmp_path):
     result = batch.analyze_many(s, [str(videos / "ad0.mp4"), str(videos / "ad1.mp4")], str(tmp_path / "out"),
                                 str(tiny_model_path))
     assert result["ok"] == 2 and result["scheduler"].startswith("tcp://127.0.0.1")
+
+
+def test_videos_under_a_gs_prefix(videos, tiny_model_path, tmp_path, gcs_bucket):
+    from fer_core import storage
+
+    for name in ("ad0.mp4", "ad1.mp4"):
+        storage.upload_file(videos / name, f"{gcs_bucket}/clips/{name}")
+    s = load_settings(None, [f'home="{tmp_path / "home"}"', "dask.workers=2"], environ={})
+    result = batch.analyze_many(s, [f"{gcs_bucket}/clips"], str(tmp_path / "out"), str(tiny_model_path))
+    assert result["ok"] == 2 and [r["video"] for r in result["results"]] == [
+        f"{gcs_bucket}/clips/ad0.mp4", f"{gcs_bucket}/clips/ad1.mp4"]
+    assert (tmp_path / "out" / "ad1" / "timeline.csv").stat().st_size > 0
