@@ -73,6 +73,8 @@ def cmd_evaluate(args) -> int:
     from fer_core import evaluate, registry
 
     s = _settings(args)
+    if args.through_detector:
+        return _evaluate_through_detector(args, s)
     x, y, info = evaluate.load_eval_data(args.data, args.format, args.usage)
     if len(y) == 0:
         raise ValueError(f"no labelled faces in {args.data} ({info})")
@@ -88,6 +90,27 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _evaluate_through_detector(args, s) -> int:
+    from fer_cli.output import emit
+    from fer_core import evaluate, registry
+
+    if evaluate.detect_format(args.data) != "expw":
+        raise ValueError(f"--through-detector needs ExpW-format data (label/label.lst + origin/): {args.data}")
+    images = None
+    if args.test_split_of:
+        from fer_core.data import dataset
+
+        names = dataset.manifest_column(dataset.resolve(args.test_split_of, s), "image").get("test", [])
+        images = {str(n)[len("expw/"):].split("#")[0] for n in names if str(n).startswith("expw/")}
+        if not images:
+            raise ValueError(f"dataset {args.test_split_of} has no ExpW faces in its test split")
+    clf = registry.load_classifier(_model_uri(s, args.model), s)
+    result = evaluate.through_detector(clf, args.data, images=images)
+    emit({**result, "data": args.data, "test_split_of": args.test_split_of or "", "model": clf.source,
+          "model_version": clf.version})
+    return 0
+
+
 def add_evaluate(sub) -> None:
     from fer_core.evaluate import FORMATS
 
@@ -98,6 +121,11 @@ def add_evaluate(sub) -> None:
     p.add_argument("--usage", help="FER2013 CSV: only rows with this Usage (e.g. PublicTest)")
     p.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a .keras file (default: champion)")
     p.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
+    p.add_argument("--through-detector", action="store_true",
+                   help="ExpW data: whole images through the Haar detector, as fer predict sees them (a missed "
+                        "face counts as wrong); reports detection recall, accuracy on found faces and end to end")
+    p.add_argument("--test-split-of", metavar="VERSION", help="with --through-detector: only the images of this "
+                   "dataset version's test split")
     p.set_defaults(func=cmd_evaluate)
 
 

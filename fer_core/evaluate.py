@@ -151,3 +151,55 @@ def speed(classifier, batch: int = 256, single_runs: int = 200, seed: int = 0) -
         times.append(time.perf_counter() - t0)
     return {"faces_per_s": round(best, 1), "single_face_ms": round(float(np.median(times)) * 1000, 4),
             "single_face_p95_ms": round(float(np.percentile(times, 95)) * 1000, 4)}
+
+
+def through_detector(classifier, root: str, detector=None, images: set[str] | None = None,
+                     min_iou: float = 0.5) -> dict[str, Any]:
+    """End to end on ExpW-format data, as `fer predict` sees it: whole images through the Haar detector,
+    the detector's crops through the classifier. A labelled face is found when a predicted box overlaps it
+    with IoU >= `min_iou` (each predicted box matches one face, best overlap first); a missed face counts as
+    wrong. `images`: only these image names (e.g. a dataset version's test split)."""
+    import cv2
+
+    from fer_core import detect
+
+    detector = detector or detect.HaarDetector(min_size=30)
+    boxes, _ = expw.read_boxes(root)
+    by_image: dict[str, list] = {}
+    for b in boxes:
+        if b.right > b.left and b.bottom > b.top and (images is None or b.image in images):
+            by_image.setdefault(b.image, []).append(b)
+    y_true, probs_found, unreadable = [], [], []
+    for name, faces in sorted(by_image.items()):
+        try:
+            data = storage.read_bytes(storage.join(root, expw.IMAGES, name))
+        except storage.NotFoundError:
+            unreadable.append(name)
+            continue
+        gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+        if gray is None:
+            unreadable.append(name)
+            continue
+        predicted = detector.detect(gray)
+        probs = classifier.predict(detect.crop_faces(gray, predicted)) if len(predicted) else np.zeros((0, NUM_CLASSES))
+        labelled = np.array([[b.left, b.top, b.right - b.left, b.bottom - b.top] for b in faces])
+        overlap = detect.iou(labelled, predicted) if len(predicted) else np.zeros((len(faces), 0))
+        taken: set[int] = set()
+        for i in np.argsort(-overlap.max(axis=1) if overlap.size else np.zeros(len(faces))):
+            y_true.append(faces[i].label)
+            order = [j for j in np.argsort(-overlap[i]) if overlap[i, j] >= min_iou and j not in taken] \
+                if overlap.size else []
+            if order:
+                taken.add(order[0])
+                probs_found.append(probs[order[0]])
+            else:
+                probs_found.append(None)
+    y = np.asarray(y_true)
+    found = np.array([p is not None for p in probs_found], bool)
+    pred = np.array([int(np.argmax(p)) if p is not None else -1 for p in probs_found])
+    on_found = metrics(y[found], np.stack([p for p in probs_found if p is not None])) if found.any() else {}
+    return {"n": int(len(y)), "images": len(by_image) - len(unreadable), "unreadable_images": unreadable,
+            "found": int(found.sum()), "detection_recall": round(float(found.mean()), 4) if len(y) else 0.0,
+            "accuracy_on_found": on_found.get("accuracy", 0.0),
+            "accuracy": round(float((pred == y).mean()), 4) if len(y) else 0.0,
+            "min_iou": min_iou, "found_faces": on_found}

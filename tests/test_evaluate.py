@@ -167,3 +167,29 @@ def test_cli_predict_faces_and_bad_files(tiny_model_path, tmp_path):
     assert 100 < face["box"]["w"] < 400 and sum(face["probabilities"].values()) == pytest.approx(1, abs=1e-4)
     assert second["error"].startswith("not an image") and third["error"] == "file not found"
     assert "notes.txt" in proc.stderr
+
+
+def test_through_detector_counts_missed_faces_as_wrong(tiny_model_path, tmp_path):
+    """`fer evaluate --through-detector`: whole images through Haar, as `fer predict` sees them. The demo's
+    portrait faces are found; a labelled box where there is no face is missed and counts as wrong."""
+    from fer_cli.demo import write_demo_data
+    from fer_core import evaluate, registry
+    from fer_core.config import load_settings
+
+    expw_root = write_demo_data(tmp_path / "data", per_class=2)["expw"]
+    label_file = expw_root / "label" / "label.lst"
+    lines = label_file.read_text().splitlines()
+    lines.append(f"{lines[0].split()[0]} 1 0 0 60 60 50.0 3")  # a corner of the first image: no face there
+    label_file.write_text("\n".join(lines) + "\n")
+    clf = registry.load_classifier(str(tiny_model_path), load_settings(None, [f'home="{tmp_path}"'], environ={}))
+    r = evaluate.through_detector(clf, str(expw_root))
+    assert r["n"] == len(lines) == 8 and r["images"] == 7
+    assert r["found"] == 7 and r["detection_recall"] == pytest.approx(7 / 8, abs=1e-4)
+    assert r["accuracy"] == pytest.approx(r["accuracy_on_found"] * 7 / 8, abs=1e-3)
+    only = evaluate.through_detector(clf, str(expw_root), images={lines[0].split()[0]})
+    assert only["n"] == 2 and only["found"] == 1
+    proc = subprocess.run([sys.executable, "-m", "fer_cli", "evaluate", "--data", str(expw_root), "--through-detector", "--model",
+                           str(tiny_model_path), "--set", f"home={tmp_path / 'home'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["detection_recall"] == r["detection_recall"]
