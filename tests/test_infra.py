@@ -236,11 +236,15 @@ def test_fleet_discovery_config_and_template_metadata(tmp_path):
                           text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     fleet = (ROOT / "infra" / "terraform" / "fleet.tf").read_text()
-    template = fleet[fleet.index('resource "google_compute_instance_template"'):fleet.index("lifecycle {")]
-    keys = set(re.findall(r"^\s+(fer-[a-z-]+)\s+=", template, re.M))
+    main = (ROOT / "infra" / "terraform" / "main.tf").read_text()
+    shared = main[main.index("worker_metadata = {"):main.index("\n  }", main.index("worker_metadata = {"))]
+    keys = set(re.findall(r"^\s+(fer-[a-z-]+)\s+=", shared, re.M))
     read = set(re.findall(r"\$\(meta (fer-[a-z-]+)\)", (ROOT / "infra" / "vm" / "startup.sh").read_text()))
     assert keys == read == {"fer-src", "fer-source", "fer-http-bind", "fer-tracking-uri", "fer-http-token"}
-    assert 'source_image = "debian-cloud/debian-12"' in template and "startup-script" in template
+    assert 'worker_image = "debian-cloud/debian-12"' in main
+    template = fleet[fleet.index('resource "google_compute_instance_template"'):fleet.index("lifecycle {")]
+    assert "source_image = local.worker_image" in template and "merge(local.worker_metadata" in template
+    assert "startup-script" in template and "metadata                = local.worker_metadata" in main
     assert re.search(r"preserved_state \{\s+metadata = \{\s+fer-source = each.value", fleet)
     assert 'request_path = "/healthz"' in fleet and "auto_healing_policies" in fleet
     name = re.search(r'name\s+= "\$\{var.name\}-cam-\$\{each.key\}"', fleet)

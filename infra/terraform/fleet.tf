@@ -11,7 +11,7 @@ resource "google_compute_instance_template" "worker" {
   labels       = local.labels
 
   disk {
-    source_image = "debian-cloud/debian-12" # Python 3.11, as the lock file
+    source_image = local.worker_image
     disk_size_gb = 30
     auto_delete  = true
     boot         = true
@@ -22,15 +22,7 @@ resource "google_compute_instance_template" "worker" {
     access_config {}
   }
 
-  metadata = {
-    enable-oslogin   = "TRUE"
-    fer-src          = var.fer_src
-    fer-source       = var.fer_source
-    fer-http-bind    = "0.0.0.0:${var.worker_http_port}"
-    fer-tracking-uri = var.tracking_uri
-    fer-http-token   = var.http_token
-    startup-script   = file("${path.module}/../vm/startup.sh")
-  }
+  metadata = merge(local.worker_metadata, { startup-script = file("${path.module}/../vm/startup.sh") })
 
   service_account {
     email  = google_service_account.worker.email

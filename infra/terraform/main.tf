@@ -1,5 +1,15 @@
 locals {
   labels = { app = "fer", managed-by = "terraform" }
+  # What every worker's start-up script reads (infra/vm/startup.sh): the single VM and the fleet's template.
+  worker_image = "debian-cloud/debian-12" # Python 3.11, as the lock file
+  worker_metadata = {
+    enable-oslogin   = "TRUE"
+    fer-src          = var.fer_src
+    fer-source       = var.fer_source
+    fer-http-bind    = "0.0.0.0:${var.worker_http_port}"
+    fer-tracking-uri = var.tracking_uri
+    fer-http-token   = var.http_token
+  }
 }
 
 # --- Storage: data and artifacts ---------------------------------------------------------------------------
@@ -68,7 +78,7 @@ resource "google_compute_instance" "worker" {
 
   boot_disk {
     initialize_params {
-      image = "debian-cloud/debian-12" # Python 3.11, as the lock file
+      image = local.worker_image
       size  = 30
     }
   }
@@ -78,14 +88,7 @@ resource "google_compute_instance" "worker" {
     access_config {}
   }
 
-  metadata = {
-    enable-oslogin   = "TRUE"
-    fer-src          = var.fer_src
-    fer-source       = var.fer_source
-    fer-http-bind    = "0.0.0.0:${var.worker_http_port}"
-    fer-tracking-uri = var.tracking_uri
-    fer-http-token   = var.http_token
-  }
+  metadata                = local.worker_metadata
   metadata_startup_script = file("${path.module}/../vm/startup.sh")
 
   service_account {
