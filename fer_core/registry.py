@@ -246,6 +246,13 @@ def _download(artifact_uri: str, target: Path, what: str, run_id: str = "") -> N
         raise _wrap(exc, what) from exc
 
 
+def _last_good(settings: Settings, uri: str, name: str, last_good: Path) -> ResolvedModel:
+    """The version of an alias that last loaded on this machine, from its cache."""
+    cached = json.loads(last_good.read_text())
+    return ResolvedModel(Path(cached["path"]), uri, cached["version"], name, {"cached": True},
+                         _tflite(cache_dir(settings) / name / str(cached["version"])))
+
+
 def _tflite(root: Path) -> Path | None:
     return root / TFLITE if (root / TFLITE).is_file() else None
 
@@ -282,9 +289,7 @@ def resolve(uri: str, settings: Settings, last_good_only: bool = False) -> Resol
     if last_good_only:
         if not (alias and last_good.is_file()):
             raise RegistryError(f"no last good version of {uri} on this machine")
-        cached = json.loads(last_good.read_text())
-        return ResolvedModel(Path(cached["path"]), uri, cached["version"], name, {"cached": True},
-                             _tflite(cache_dir(settings) / name / str(cached["version"])))
+        return _last_good(settings, uri, name, last_good)
     try:
         info = alias_version(settings, alias) if alias else get_version(settings.model_copy(
             update={"registry": settings.registry.model_copy(update={"model_name": name})}), version)
@@ -297,10 +302,9 @@ def resolve(uri: str, settings: Settings, last_good_only: bool = False) -> Resol
         version = info.version
     except RegistryError as exc:
         if alias and last_good.is_file():  # registry down: serve the last good model
-            cached = json.loads(last_good.read_text())
-            log.warning("registry unavailable (%s); using cached version %s", exc, cached["version"])
-            return ResolvedModel(Path(cached["path"]), uri, cached["version"], name, {"cached": True},
-                                 _tflite(cache_dir(settings) / name / str(cached["version"])))
+            cached = _last_good(settings, uri, name, last_good)
+            log.warning("registry unavailable (%s); using cached version %s", exc, cached.version)
+            return cached
         raise
     target = cache_dir(settings) / name / str(version)
     if not (target / "COMPLETE").is_file():
