@@ -92,7 +92,7 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate_through_detector(args, s) -> int:
     from fer_cli.output import emit
-    from fer_core import evaluate, registry
+    from fer_core import detect, evaluate, registry
 
     if evaluate.detect_format(args.data) != "expw":
         raise ValueError(f"--through-detector needs ExpW-format data (label/label.lst + origin/): {args.data}")
@@ -100,12 +100,12 @@ def _evaluate_through_detector(args, s) -> int:
     if args.test_split_of:
         from fer_core.data import dataset
 
-        names = dataset.manifest_column(dataset.resolve(args.test_split_of, s), "image").get("test", [])
-        images = {str(n)[len("expw/"):].split("#")[0] for n in names if str(n).startswith("expw/")}
+        images = dataset.expw_images(dataset.resolve(args.test_split_of, s))
         if not images:
             raise ValueError(f"dataset {args.test_split_of} has no ExpW faces in its test split")
     clf = registry.load_classifier(_model_uri(s, args.model), s)
-    result = evaluate.through_detector(clf, args.data, images=images)
+    result = evaluate.through_detector(clf, args.data, detector=detect.preset(args.detector), images=images,
+                                       margin=s.data.margin, labelled_margin=s.data.margin)
     emit({**result, "data": args.data, "test_split_of": args.test_split_of or "", "model": clf.source,
           "model_version": clf.version})
     return 0
@@ -126,6 +126,8 @@ def add_evaluate(sub) -> None:
                         "face counts as wrong); reports detection recall, accuracy on found faces and end to end")
     p.add_argument("--test-split-of", metavar="VERSION", help="with --through-detector: only the images of this "
                    "dataset version's test split")
+    p.add_argument("--detector", default="still", choices=("still", "video"),
+                   help="with --through-detector: Haar settings, as fer predict --detector")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -136,13 +138,15 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from fer_cli.output import emit
-    from fer_core import detect, registry
+    from fer_core import crop, detect, registry
     from fer_core.classify import top_k
     from fer_core.labels import EMOTIONS
 
     s = _settings(args)
     clf = registry.load_classifier(_model_uri(s, args.model), s)
-    detector = detect.HaarDetector(min_size=args.min_size)
+    detector = detect.preset(args.detector)
+    if args.min_size:
+        detector.min_size = args.min_size
     results, failed = [], 0
     for image in args.images:
         gray = cv2.imread(image, cv2.IMREAD_GRAYSCALE) if Path(image).is_file() else None
@@ -154,7 +158,8 @@ def cmd_predict(args) -> int:
             continue
         h, w = gray.shape
         boxes = np.array([[0, 0, w, h]], np.int32) if args.no_detect else detector.detect(gray)
-        probs = clf.predict(detect.crop_faces(gray, boxes)) if len(boxes) else np.zeros((0, 7))
+        margin = 0.0 if args.no_detect else s.data.margin  # a whole image is a crop already
+        probs = clf.predict(crop.crop_faces(gray, boxes, margin)) if len(boxes) else np.zeros((0, 7))
         faces = [{"box": {"x": int(b[0]), "y": int(b[1]), "w": int(b[2]), "h": int(b[3])},
                   "emotion": top_k(p, 1)[0][0],
                   "probabilities": {e: round(float(v), 6) for e, v in zip(EMOTIONS, p, strict=True)}}
@@ -169,7 +174,9 @@ def add_predict(sub) -> None:
     _common(p)
     p.add_argument("images", nargs="+")
     p.add_argument("--model", help="model URI or .keras file (default: champion)")
-    p.add_argument("--min-size", type=int, default=30, help="smallest face side in pixels")
+    p.add_argument("--detector", default="still", choices=("still", "video"),
+                   help="Haar settings: still (default; finer scan, smaller faces) or video (the worker's)")
+    p.add_argument("--min-size", type=int, default=0, help="smallest face side in pixels (default: the detector's)")
     p.add_argument("--no-detect", action="store_true", help="treat each whole image as one face crop")
     p.set_defaults(func=cmd_predict)
 
@@ -267,6 +274,7 @@ def pipeline_summary(result: dict) -> dict:
                                 for n, r in result["decision"]["candidate"].items()},
                     "champion_metrics": {n: {k: r[k] for k in ("n", "accuracy", "macro_f1", "loss")}
                                          for n, r in result["decision"]["champion"].items()},
+                    "through_detector": result["train"].get("through_detector", {}),
                     "aliases": result["aliases"]})
     return out
 

@@ -33,9 +33,11 @@ class DataSettings(_Section):
 
 
 class BalanceSettings(_Section):
-    # Fraction of each class to DROP before splitting (the seed: 70% of happy and neutral, 25% of sad).
-    undersample: dict[str, float] = Field(default_factory=lambda: {"happy": 0.70, "neutral": 0.70, "sad": 0.25})
-    smote: bool = True
+    # Fraction of each class to DROP before splitting. Default none, and no SMOTE: that recipe wins on both
+    # accuracy and macro-F1 on the fixed test sets (docs/EXPERIMENTS.md); the seed's 70/70/25 with SMOTE is
+    # configs/seed.toml.
+    undersample: dict[str, float] = Field(default_factory=dict)
+    smote: bool = False
     smote_k: int = 5
 
 
@@ -85,6 +87,10 @@ class TrainSettings(_Section):
     seed: int = 42
     threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's default
     max_minutes: float = 0.0  # stop training after this many minutes (0 = no limit): equal budgets on a CPU
+    # Save the model averaging its probabilities over the face and its mirror image (models.with_flip_average):
+    # +1.3 points PublicTest accuracy, +1.7 macro-F1, calibration error 0.047 -> 0.019 for the shipped model,
+    # at twice the compute per face (docs/EXPERIMENTS.md).
+    flip_average: bool = True
     init_from: str = ""  # warm start: a .keras model of the same architecture whose weights training starts from
 
 

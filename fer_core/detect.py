@@ -1,4 +1,4 @@
-"""Face detection with OpenCV's Haar cascade, and cropping faces for the classifier.
+"""Face detection with OpenCV's Haar cascade (cropping the faces it finds is `fer_core.crop`).
 
 `LocalHaar` runs the same detection on parts of a frame with the same answer there: the realtime
 worker's `track` mode uses it to re-scan only around the faces it knows.
@@ -12,8 +12,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from fer_core.data.table import FACE
 
 CASCADE = "haarcascade_frontalface_default.xml"
 HAAR_WINDOW = 24  # the cascade's native window (pixels)
@@ -70,16 +68,20 @@ class HaarDetector:
         return np.round(boxes).astype(np.int32)
 
 
-def crop_faces(gray: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Crop each (x, y, w, h) box (clipped to the frame) and resize to 48x48 (INTER_AREA)."""
-    out = np.empty((len(boxes), FACE, FACE), np.uint8)
-    h, w = gray.shape[:2]
-    for i, (x, y, bw, bh) in enumerate(boxes):
-        x0, y0 = max(0, int(x)), max(0, int(y))
-        x1, y1 = min(w, int(x + bw)), min(h, int(y + bh))
-        crop = gray[y0:y1, x0:x1]
-        out[i] = cv2.resize(crop, (FACE, FACE), interpolation=cv2.INTER_AREA) if crop.size else 0
-    return out
+# Haar settings by use. "video": the realtime worker's (fast, few false faces; video gives it another chance
+# on the next frame). "still": `fer predict` and `fer analyze`, where one look is all there is and time is
+# not short: finer scale steps, smaller faces, one neighbour less (recall measured by bench/crop_skew.py).
+PRESETS: dict[str, dict[str, float | int]] = {
+    "video": {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 30},
+    "still": {"scale_factor": 1.05, "min_neighbors": 4, "min_size": 20},
+}
+
+
+def preset(name: str) -> HaarDetector:
+    """A detector with the named settings (`video` or `still`)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown detector preset {name!r} (choose from {', '.join(PRESETS)})")
+    return HaarDetector(**PRESETS[name])  # type: ignore[arg-type]
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -45,6 +45,14 @@ def metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
             "per_class": per_class, "confusion": confusion.tolist()}
 
 
+SUMMARY_KEYS = ("accuracy", "macro_f1", "loss")
+
+
+def flat_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """`{set: metrics}` -> flat `set_accuracy`, `set_macro_f1`, `set_loss` numbers (MLflow, registry tags)."""
+    return {f"{name}_{key}": float(r[key]) for name, r in results.items() for key in SUMMARY_KEYS if key in r}
+
+
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
     """ECE of the top-1 confidence, equal-width bins."""
     conf = probs.max(axis=1)
@@ -153,23 +161,47 @@ def speed(classifier, batch: int = 256, single_runs: int = 200, seed: int = 0) -
             "single_face_p95_ms": round(float(np.percentile(times, 95)) * 1000, 4)}
 
 
+def match_boxes(labelled: np.ndarray, predicted: np.ndarray, min_iou: float) -> list[int | None]:
+    """For each labelled (x, y, w, h) box, the predicted box found for it (IoU >= `min_iou`) or None.
+    Each predicted box matches one face; the faces with the best overlaps choose first."""
+    if not len(predicted):
+        return [None] * len(labelled)
+    from fer_core.detect import iou
+
+    overlap = iou(labelled, predicted)
+    taken: set[int] = set()
+    found: list[int | None] = [None] * len(labelled)
+    for i in np.argsort(-overlap.max(axis=1), kind="stable"):
+        for j in np.argsort(-overlap[i], kind="stable"):
+            if overlap[i, j] < min_iou:
+                break
+            if j not in taken:
+                taken.add(int(j))
+                found[i] = int(j)
+                break
+    return found
+
+
 def through_detector(classifier, root: str, detector=None, images: set[str] | None = None,
-                     min_iou: float = 0.5) -> dict[str, Any]:
-    """End to end on ExpW-format data, as `fer predict` sees it: whole images through the Haar detector,
-    the detector's crops through the classifier. A labelled face is found when a predicted box overlaps it
-    with IoU >= `min_iou` (each predicted box matches one face, best overlap first); a missed face counts as
-    wrong. `images`: only these image names (e.g. a dataset version's test split)."""
+                     min_iou: float = 0.5, margin: float = 0.10, labelled_margin: float = 0.10) -> dict[str, Any]:
+    """End to end on ExpW-format data, as `fer predict` sees it: whole images through the detector, its
+    boxes cropped (`fer_core.crop`, grown by `margin`) and classified. A labelled face is found when a
+    predicted box overlaps it with IoU >= `min_iou`; a missed face counts as wrong. `images`: only these
+    image names (e.g. a dataset version's test split).
+
+    The same found faces are also classified from their labelled boxes grown by `labelled_margin` (the
+    training crop): the gap between the two accuracies is the train/serve skew of the crop geometry."""
     import cv2
 
-    from fer_core import detect
+    from fer_core import crop, detect
 
-    detector = detector or detect.HaarDetector(min_size=30)
+    detector = detector or detect.preset("still")
     boxes, _ = expw.read_boxes(root)
     by_image: dict[str, list] = {}
     for b in boxes:
         if b.right > b.left and b.bottom > b.top and (images is None or b.image in images):
             by_image.setdefault(b.image, []).append(b)
-    y_true, probs_found, unreadable = [], [], []
+    y_true, found, served, labelled_crops, unreadable = [], [], [], [], []
     for name, faces in sorted(by_image.items()):
         try:
             data = storage.read_bytes(storage.join(root, expw.IMAGES, name))
@@ -181,25 +213,27 @@ def through_detector(classifier, root: str, detector=None, images: set[str] | No
             unreadable.append(name)
             continue
         predicted = detector.detect(gray)
-        probs = classifier.predict(detect.crop_faces(gray, predicted)) if len(predicted) else np.zeros((0, NUM_CLASSES))
         labelled = np.array([[b.left, b.top, b.right - b.left, b.bottom - b.top] for b in faces])
-        overlap = detect.iou(labelled, predicted) if len(predicted) else np.zeros((len(faces), 0))
-        taken: set[int] = set()
-        for i in np.argsort(-overlap.max(axis=1) if overlap.size else np.zeros(len(faces))):
+        for i, match in enumerate(match_boxes(labelled, predicted, min_iou)):
             y_true.append(faces[i].label)
-            order = [j for j in np.argsort(-overlap[i]) if overlap[i, j] >= min_iou and j not in taken] \
-                if overlap.size else []
-            if order:
-                taken.add(order[0])
-                probs_found.append(probs[order[0]])
-            else:
-                probs_found.append(None)
-    y = np.asarray(y_true)
-    found = np.array([p is not None for p in probs_found], bool)
-    pred = np.array([int(np.argmax(p)) if p is not None else -1 for p in probs_found])
-    on_found = metrics(y[found], np.stack([p for p in probs_found if p is not None])) if found.any() else {}
+            found.append(match is not None)
+            if match is not None:
+                served.append(crop.crop_faces(gray, predicted[match:match + 1], margin)[0])
+                labelled_crops.append(crop.crop_faces(gray, labelled[i:i + 1], labelled_margin)[0])
+    y, hit = np.asarray(y_true, np.int64), np.asarray(found, bool)
+    on_found = on_labelled = {}
+    correct = np.zeros(len(y), bool)
+    if hit.any():
+        probs = classifier.predict(np.stack(served))
+        on_found = metrics(y[hit], probs)
+        on_labelled = metrics(y[hit], classifier.predict(np.stack(labelled_crops)))
+        correct[hit] = probs.argmax(axis=1) == y[hit]
     return {"n": int(len(y)), "images": len(by_image) - len(unreadable), "unreadable_images": unreadable,
-            "found": int(found.sum()), "detection_recall": round(float(found.mean()), 4) if len(y) else 0.0,
+            "found": int(hit.sum()), "detection_recall": round(float(hit.mean()), 4) if len(y) else 0.0,
             "accuracy_on_found": on_found.get("accuracy", 0.0),
-            "accuracy": round(float((pred == y).mean()), 4) if len(y) else 0.0,
-            "min_iou": min_iou, "found_faces": on_found}
+            "accuracy_on_found_labelled_crop": on_labelled.get("accuracy", 0.0),
+            "accuracy": round(float(correct.mean()), 4) if len(y) else 0.0,
+            "min_iou": min_iou, "margin": margin, "labelled_margin": labelled_margin,
+            "detector": {k: getattr(detector, k) for k in ("scale_factor", "min_neighbors", "min_size")
+                         if hasattr(detector, k)},
+            "found_faces": on_found}

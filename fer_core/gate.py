@@ -104,8 +104,3 @@ def mcnemar_counts(b: int, c: int) -> float:
     from scipy.stats import binomtest
 
     return float(binomtest(b, b + c, 0.5, alternative="greater").pvalue) if b + c else 1.0
-
-
-def summary_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """Flat `set_metric` numbers for registry tags and tables."""
-    return {f"{name}_{key}": float(r[key]) for name, r in results.items() for key in ("accuracy", "macro_f1", "loss")}

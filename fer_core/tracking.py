@@ -7,7 +7,6 @@ model card; the model with a signature and an input example.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import subprocess
@@ -20,11 +19,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from fer_core import evaluate, registry
+from fer_core import evaluate, plots, registry
+from fer_core.card import model_card
 from fer_core.classify import Classifier
 from fer_core.config import Settings
 from fer_core.data.dataset import Dataset
-from fer_core.labels import EMOTIONS
 from fer_core.train import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ class TrackedRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def flat_metrics(self) -> dict[str, float]:
-        out = {f"{name}_{k}": float(r[k]) for name, r in self.results.items() for k in ("accuracy", "macro_f1", "loss")}
+        out = evaluate.flat_metrics(self.results)
         out.update({k: float(v) for k, v in self.speed.items()})
         return out
 
@@ -82,98 +81,6 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.step += 1
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def plot_learning_curves(history: dict[str, list[float]]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key in zip(axes, ("categorical_accuracy", "loss"), strict=True):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            if prefix + key in history:
-                ax.plot(np.arange(1, len(history[prefix + key]) + 1), history[prefix + key], style,
-                        label=prefix + key)
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.legend()
-    fig.tight_layout()
-    return _png(fig)
-
-
-def plot_confusion(confusion: list[list[int]], title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(confusion, dtype=float)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(6, 5.2))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
-    ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
-    for i in range(len(EMOTIONS)):
-        for j in range(len(EMOTIONS)):
-            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.tight_layout()
-    return _png(fig)
-
-
-def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[str, dict[str, Any]],
-               speed: dict[str, float], commit: str) -> str:
-    t = settings.train
-    lines = [
-        f"# Model card: {t.model} emotion classifier", "",
-        "Classifies a 48x48 grayscale face into 7 emotions: " + ", ".join(EMOTIONS) + ".", "",
-        "## Data",
-        f"- dataset version `{ds.version}` at `{ds.path}`",
-        f"- raw inputs: {json.dumps(ds.stats.get('fingerprint', {}))}",
-        f"- training faces after SMOTE: {sum(ds.stats['counts']['smote'].values())}",
-        "", "## Training",
-        f"- model `{t.model}`, {tr.params:,} parameters; epochs run {tr.epochs_run} (budget {t.epochs}); "
-        f"batch {t.batch_size}; learning rate {t.learning_rate}",
-        f"- trained for {tr.seconds / 60:.1f} min on this machine's CPU ({tr.images_per_second:.0f} images/s)",
-        f"- augmentation: {json.dumps(settings.augment.model_dump(mode='json'))}",
-        f"- git commit `{commit}`; config hash `{settings.section_hash('data', 'balance', 'split', 'augment', 'train')}`",
-        "", "## Speed (TFLite, this CPU)",
-        f"- {speed['faces_per_s']:.0f} faces/s batched; {speed['single_face_ms']:.2f} ms for one face",
-        "", "## Results", "",
-        "| set | n | accuracy | macro-F1 | loss |", "| --- | --- | --- | --- | --- |",
-    ]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['n']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['loss']:.4f} |")
-    if "test" in results:
-        lines += ["", "Per class on the test split:", "", "| emotion | precision | recall | F1 | support |",
-                  "| --- | --- | --- | --- | --- |"]
-        for name, pc in results["test"]["per_class"].items():
-            lines.append(f"| {name} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |")
-        cm = np.asarray(results["test"]["confusion"])
-        off = [(cm[i, j], EMOTIONS[i], EMOTIONS[j]) for i in range(7) for j in range(7) if i != j]
-        worst = sorted(off, reverse=True)[:3]
-        lines += ["", "## Known limits",
-                  "- Most confused (true -> predicted, test split): "
-                  + "; ".join(f"{a} -> {b} ({n})" for n, a, b in worst),
-                  "- FER2013 and ExpW are web images: mostly frontal, adult, and skewed in age, ethnicity and "
-                  "lighting; posed and exaggerated expressions are over-represented.",
-                  "- Labels are single-annotator (FER2013) or crowd labels; 'disgust' is rare in the raw data.",
-                  "- For aggregate audience analytics only: not for decisions about individuals."]
-    return "\n".join(lines) + "\n"
-
-
 def evaluate_sets(clf: Classifier, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, Any]]:
     return {name: evaluate.metrics(y, clf.predict(x)) for name, (x, y) in sets.items() if len(y)}
 
@@ -184,6 +91,24 @@ def extra_eval_sets(settings: Settings) -> dict[str, tuple[np.ndarray, np.ndarra
         x, y, _ = evaluate.load_eval_data(path)
         out[name] = (x, y)
     return out
+
+
+E2E_KEYS = ("accuracy", "detection_recall", "accuracy_on_found", "accuracy_on_found_labelled_crop")
+
+
+def through_detector(settings: Settings, ds: Dataset, clf: Classifier) -> dict[str, Any]:
+    """End to end on the whole images of the test split's ExpW faces, as `fer predict` sees them (the still
+    detector, the shared crop); empty when the dataset has no ExpW test faces or its images are not at hand."""
+    from fer_core import detect
+    from fer_core.data import dataset
+
+    images = dataset.expw_images(ds.path) if settings.data.expw else set()
+    if not images:
+        return {}
+    result = evaluate.through_detector(clf, settings.data.expw, detector=detect.preset("still"), images=images,
+                                       margin=settings.data.margin, labelled_margin=settings.data.margin)
+    return {k: v for k, v in result.items() if k != "unreadable_images"} | {
+        "unreadable_images": len(result["unreadable_images"])}
 
 
 def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = None,
@@ -220,7 +145,9 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
         sets.update(extra_eval_sets(settings))
         results = evaluate_sets(clf, sets)
         speed = evaluate.speed(clf)
-        metrics = {f"{n}_{k}": r[k] for n, r in results.items() for k in ("accuracy", "macro_f1", "loss")}
+        metrics = evaluate.flat_metrics(results)
+        end_to_end = through_detector(settings, ds, clf)
+        metrics.update({f"expw_test_e2e_{k}": end_to_end[k] for k in E2E_KEYS if k in end_to_end})
         metrics.update(speed)
         metrics.update({"train_seconds": tr.seconds, "epochs_run": tr.epochs_run, "params": tr.params,
                         "train_images_per_s": tr.images_per_second,
@@ -229,10 +156,12 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
         mlflow.log_text(json.dumps(results, indent=2), "classification_report.json")
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
-            (tmp_path / "learning_curves.png").write_bytes(plot_learning_curves(tr.history))
+            (tmp_path / "learning_curves.png").write_bytes(plots.learning_curves(tr.history))
             for name, r in results.items():
-                (tmp_path / f"confusion_{name}.png").write_bytes(plot_confusion(r["confusion"], f"{name} (n={r['n']})"))
-            card = model_card(settings, ds, tr, results, speed, commit)
+                (tmp_path / f"confusion_{name}.png").write_bytes(plots.confusion(r["confusion"], f"{name} (n={r['n']})"))
+            if end_to_end:
+                (tmp_path / "through_detector.json").write_text(json.dumps(end_to_end, indent=2))
+            card = model_card(settings, ds, tr, results, speed, commit, end_to_end)
             (tmp_path / "model_card.md").write_text(card)
             (tmp_path / "model.tflite").write_bytes(clf.tflite)
             mlflow.log_artifacts(str(tmp_path))
@@ -246,7 +175,7 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
             wandb_run.summary.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
             wandb_run.finish()
     return TrackedRun(run.info.run_id, info.model_uri, tr.model_path, results, speed, tr,
-                      {"card": card, "run_name": run_name, "commit": commit})
+                      {"card": card, "run_name": run_name, "commit": commit, "through_detector": end_to_end})
 
 
 def _start_wandb(settings: Settings, run_name: str, config: dict[str, Any]):

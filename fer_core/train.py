@@ -219,6 +219,8 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     best = run_dir / "best.keras"
     if best.is_file():  # EarlyStopping restores the best weights only when it stops early
         model.set_weights(models.load(str(best)).get_weights())
+    if t.flip_average:
+        model = models.with_flip_average(model)
     model_path = run_dir / MODEL_FILE
     model.save(model_path)
     images = min(batches * t.batch_size, epochs_run * len(x_train))  # the last batch of an epoch may be short

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from fer_core import detect
+from fer_core import crop, detect
 from fer_core.labels import EMOTIONS
 
 
@@ -150,11 +150,13 @@ class FaceFinder:
 
 
 class FramePipeline:
-    """gray -> faces -> crops -> one batched classification per frame."""
+    """gray -> faces -> crops (`fer_core.crop`, grown by `margin` as in training) -> one batched
+    classification per frame."""
 
-    def __init__(self, finder: FaceFinder, model_holder):
+    def __init__(self, finder: FaceFinder, model_holder, margin: float = 0.10):
         self.finder = finder
         self.model_holder = model_holder
+        self.margin = margin
 
     def process(self, index: int, timestamp: float, image: np.ndarray) -> FrameResult:
         t0 = time.perf_counter()
@@ -163,7 +165,7 @@ class FramePipeline:
         t1 = time.perf_counter()
         probs = np.zeros((0, len(EMOTIONS)), np.float32)
         if len(boxes):
-            probs = self.model_holder.classifier.predict(detect.crop_faces(gray, boxes))
+            probs = self.model_holder.classifier.predict(crop.crop_faces(gray, boxes, self.margin))
         t2 = time.perf_counter()
         return FrameResult(index, timestamp, Detections(np.asarray(boxes, np.int32), probs),
                            {"detect": (t1 - t0) * 1000, "classify": (t2 - t1) * 1000})

@@ -50,7 +50,8 @@ class Worker:
         self.metrics = WorkerMetrics()
         self.stats = SourceStats()
         self.model = ModelHolder(options.model_uri, settings, self.metrics, classifier=classifier)
-        self.pipeline = FramePipeline(FaceFinder(options.detector, options.scan_every, hold=options.hold), self.model)
+        self.pipeline = FramePipeline(FaceFinder(options.detector, options.scan_every, hold=options.hold), self.model,
+                                      margin=settings.data.margin)
         self.annotator = Annotator()
         self.preview = PreviewState()
         sv = settings.serve

@@ -36,7 +36,9 @@ def test_real_expw_every_face(real):
 
 @pytest.mark.slow
 def test_real_full_build(real, settings_factory):
-    s = settings_factory(f'data.fer2013="{helpers.FER2013_CSV}"', f'data.expw="{helpers.EXPW_ROOT}"')
+    # The seed's recipe (configs/seed.toml): undersampling, then SMOTE on the training split
+    s = settings_factory(f'data.fer2013="{helpers.FER2013_CSV}"', f'data.expw="{helpers.EXPW_ROOT}"',
+                         "balance.undersample={happy = 0.7, neutral = 0.7, sad = 0.25}", "balance.smote=true")
     ds = dataset.build(s)
     c = ds.stats["counts"]
     assert c["raw_fer2013"] == FER_COUNTS and c["raw_expw"] == EXPW_COUNTS
@@ -60,9 +62,9 @@ def test_real_full_build(real, settings_factory):
         n = sum(c[split].values())
         for k in FER_COUNTS:
             assert abs(c[split][k] / n - c["undersampled"][k] / total) < 0.01, (split, k)
-    # Another balancing of the same inputs: every face both versions hold is in the same split
-    other = dataset.build(settings_factory(f'data.fer2013="{helpers.FER2013_CSV}"', f'data.expw="{helpers.EXPW_ROOT}"',
-                                           "balance.undersample={}", "balance.smote=false"))
+    # Another balancing of the same inputs (the default: no undersampling, no SMOTE): every face both
+    # versions hold is in the same split
+    other = dataset.build(settings_factory(f'data.fer2013="{helpers.FER2013_CSV}"', f'data.expw="{helpers.EXPW_ROOT}"'))
     m2 = pd.read_csv(f"{other.path}/manifest.csv")
     both = manifest[manifest.source != "smote"].merge(m2, on="image", suffixes=("", "_other"))
     assert len(both) > 20000 and (both.split == both.split_other).all()

@@ -13,6 +13,7 @@ from fer_core.data.table import DataQualityError, FaceTable
 from fer_core.labels import EMOTIONS
 from tests import helpers
 
+SEED_RECIPE = ("balance.undersample={happy = 0.7, neutral = 0.7, sad = 0.25}", "balance.smote=true")
 STAGES = {"raw_fer2013", "raw_expw", "merged", "undersampled", "train", "val", "test", "smote"}
 
 
@@ -21,7 +22,7 @@ def _settings(settings_factory, data, *extra):
 
 
 def test_build_writes_a_complete_version(settings_factory, small_data):
-    s = _settings(settings_factory, small_data)
+    s = _settings(settings_factory, small_data, *SEED_RECIPE)
     ds = dataset.build(s)
     out = Path(ds.path)
     assert ds.version.startswith("ds-") and out.name == ds.version

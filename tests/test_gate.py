@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fer_core import gate
+from fer_core import evaluate, gate
 from fer_core.config import GateSettings
 from fer_core.labels import EMOTIONS
 
@@ -65,7 +65,7 @@ def test_every_decision_lists_its_reasons():
     d = gate.decide({"test": result(0.7, 0.6)}, {"test": result(0.6, 0.5)}, 1.0, CFG, "1")
     assert d.promote and len(d.reasons) == 5 and all(r.startswith(("PASS", "FAIL", "INFO")) for r in d.reasons)
     assert d.as_json()["verdict"] == "promote"
-    assert gate.summary_metrics({"test": result(0.7, 0.6)}) == pytest.approx(
+    assert evaluate.flat_metrics({"test": result(0.7, 0.6)}) == pytest.approx(
         {"test_accuracy": 0.7, "test_macro_f1": 0.6, "test_loss": 1.0})
 
 

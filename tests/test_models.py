@@ -41,8 +41,8 @@ def test_zoo_model_trains_saves_and_reloads(name, settings_factory, tmp_path):
     assert np.allclose(a, b, atol=1e-6) and np.allclose(a.sum(1), 1, atol=1e-5)
     assert reloaded.input.shape == (None, 48, 48) and reloaded.input.dtype == "uint8"
     if name != "compact":
-        assert models.is_transfer(reloaded)
-        assert reloaded.get_layer("resize").output.shape[1:3] == (32, 32)
+        assert models.is_transfer(models.unwrap(reloaded))
+        assert models.unwrap(reloaded).get_layer("resize").output.shape[1:3] == (32, 32)
 
 
 def test_unknown_model_is_a_clear_error():
@@ -90,7 +90,7 @@ def test_demo_training_configuration_trains_in_a_fresh_process(tmp_path):
 
 
 def test_model_owns_its_preprocessing(tiny_model_path):
-    model = models.load(str(tiny_model_path))
+    model = models.unwrap(models.load(str(tiny_model_path)))
     names = [layer.name for layer in model.layers]
     assert names[:3] == ["face", "add_channel", "standardise"]
     assert not any("random" in n or n == "augment" for n in names)  # no augmentation in the saved model
@@ -107,6 +107,23 @@ def test_tflite_classifier_agrees_with_keras(tiny_model_path, tmp_path):
     Classifier.from_file(tiny_model_path, cache_dir=tmp_path)  # second load hits the cache
     with pytest.raises(ValueError, match="faces must be"):
         clf.predict(np.zeros((2, 32, 32), np.uint8))
+
+
+def test_flip_average_is_the_mean_over_the_mirror_image(tiny_model_path, tmp_path):
+    """The saved model averages the face and its mirror image: a mirrored face gets the same answer, the
+    output is the plain model's mean over both, and it survives saving (safe mode) and TFLite."""
+    saved = models.load(str(tiny_model_path))
+    assert saved.name.endswith("_flip") and [layer.name for layer in saved.layers][1] == "mirror"
+    plain = models.unwrap(saved)
+    assert plain is not saved and plain.name == "compact" and models.unwrap(plain) is plain
+    assert len(saved.get_weights()) == len(plain.get_weights())  # no weights of its own
+    faces = np.random.default_rng(3).integers(0, 256, (16, 48, 48), dtype=np.uint8)
+    mirrored = faces[:, :, ::-1]
+    expected = (plain.predict(faces, verbose=0) + plain.predict(mirrored, verbose=0)) / 2
+    assert not np.allclose(plain.predict(faces, verbose=0), plain.predict(mirrored, verbose=0), atol=1e-3)
+    assert np.allclose(saved.predict(faces, verbose=0), expected, atol=1e-6)
+    assert np.allclose(saved.predict(mirrored, verbose=0), expected, atol=1e-6)
+    assert np.allclose(Classifier.from_keras(saved).predict(mirrored), expected, atol=1e-4)
 
 
 def test_augmentation_only_in_training():
@@ -217,16 +234,16 @@ def test_transfer_phases_follow_the_weights(settings_factory, tmp_path):
     assert np.allclose(pretrained.history["learning_rate"], [1e-3, 1e-5])
     bn = "bn_Conv1"  # the first BatchNorm of MobileNetV2
     loaded_stats = base.get_layer(bn).moving_mean.numpy()
-    assert np.allclose(pretrained.model.get_layer("base").get_layer(bn).moving_mean.numpy(), loaded_stats)
+    assert np.allclose(models.unwrap(pretrained.model).get_layer("base").get_layer(bn).moving_mean.numpy(), loaded_stats)
     scratch = train.train(settings_factory(*common, 'train.weights=""'), {"train": (x, y), "val": (x, y)},
                           tmp_path / "b")
     assert np.allclose(scratch.history["learning_rate"], [1e-3, 1e-3])
-    assert scratch.model.get_layer("base").trainable
+    assert models.unwrap(scratch.model).get_layer("base").trainable
     # from scratch, BatchNorm learns its statistics (left at their initial zeros, the network cannot train;
     # at a momentum fast enough for short runs)
-    scratch_bn = scratch.model.get_layer("base").get_layer(bn)
+    scratch_bn = models.unwrap(scratch.model).get_layer("base").get_layer(bn)
     assert np.abs(scratch_bn.moving_mean.numpy()).max() > 1e-6 and scratch_bn.momentum == models.SCRATCH_BN_MOMENTUM
-    assert pretrained.model.get_layer("base").get_layer(bn).momentum == base.get_layer(bn).momentum
+    assert models.unwrap(pretrained.model).get_layer("base").get_layer(bn).momentum == base.get_layer(bn).momentum
 
 
 def test_warm_start_continues_from_a_saved_model(settings_factory, tmp_path):

@@ -298,3 +298,11 @@ def manifest_column(path: str, column: str) -> dict[str, np.ndarray]:
         log.warning("no usable manifest in %s (%s): per-face %s unavailable", path, exc, column)
         return {}
     return {name: group[column].to_numpy(str) for name, group in manifest.groupby("split", sort=False)}
+
+
+def expw_images(path: str, splits: tuple[str, ...] = ("test",)) -> set[str]:
+    """The ExpW image names behind the faces of these splits (faces are named `expw/<image>#<face>`):
+    the whole images to run through the detector for an end-to-end figure on held-out faces."""
+    names = manifest_column(path, "image")
+    return {str(n)[len("expw/"):].split("#")[0] for split in splits for n in names.get(split, [])
+            if str(n).startswith("expw/")}

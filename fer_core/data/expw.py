@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fer_core import progress, storage
+from fer_core import crop, progress, storage
 from fer_core.data.table import FACE, FaceTable, Rejects
 from fer_core.labels import NUM_CLASSES
 
@@ -62,17 +62,8 @@ def parse_label_file(text: str, where: str = LABEL_FILE) -> tuple[list[Box], Rej
 
 
 def crop_face(gray: np.ndarray, box: Box, margin: float) -> np.ndarray | None:
-    """Crop the box grown by `margin` on each side, clipped to the image; None when nothing is left."""
-    h, w = gray.shape[:2]
-    bw, bh = box.right - box.left, box.bottom - box.top
-    if bw <= 0 or bh <= 0:
-        return None
-    mx, my = int(round(bw * margin)), int(round(bh * margin))
-    x0, y0 = max(0, box.left - mx), max(0, box.top - my)
-    x1, y1 = min(w, box.right + mx), min(h, box.bottom + my)
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return None
-    return cv2.resize(gray[y0:y1, x0:x1], (FACE, FACE), interpolation=cv2.INTER_AREA)
+    """The labelled box through the one crop function (`fer_core.crop`); None when nothing is left."""
+    return crop.crop_face(gray, (box.left, box.top, box.right - box.left, box.bottom - box.top), margin)
 
 
 def _load_image(root: str, name: str) -> tuple[np.ndarray | None, str]:

@@ -1,0 +1,63 @@
+"""Train/serve skew of the crop, and detection recall on stills: ExpW images through the Haar detector.
+
+For each detector setting and each margin around the detector's boxes, one JSON line: detection recall,
+accuracy on the found faces cropped from the detector's box (what the worker and `fer predict` classify),
+accuracy on the same faces cropped from their labelled box grown by the training margin (what training saw),
+and end to end (a missed face counts as wrong). Only faces the model never trained on are used: the
+validation and test splits of the dataset version it was trained on.
+
+Usage: python bench/crop_skew.py --model MODEL.keras --dataset DATASET_DIR [--expw ../shared/data/expw]
+       [--margins 0 0.05 0.1 0.15 0.2] [--detectors video still]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fer_core import detect, evaluate  # noqa: E402
+from fer_core.classify import Classifier  # noqa: E402
+from fer_core.data import dataset  # noqa: E402
+
+
+def detector(spec: str) -> detect.HaarDetector:
+    if spec in detect.PRESETS:
+        return detect.preset(spec)
+    scale, neighbours, min_size = spec.split(":")
+    return detect.HaarDetector(float(scale), int(neighbours), int(min_size))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True, help=".keras file trained on --dataset")
+    ap.add_argument("--dataset", required=True, help="the dataset version folder the model trained on")
+    ap.add_argument("--expw", default=str(ROOT.parent / "shared" / "data" / "expw"))
+    ap.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.05, 0.10, 0.15, 0.20])
+    ap.add_argument("--detectors", nargs="+", default=list(detect.PRESETS),
+                    help="presets (video, still) or SCALE:NEIGHBOURS:MIN_SIZE, e.g. 1.05:3:20")
+    ap.add_argument("--labelled-margin", type=float, default=0.10, help="the training crop's margin")
+    args = ap.parse_args()
+    clf = Classifier.from_file(args.model)
+    images = dataset.expw_images(args.dataset, ("val", "test"))
+    for name in args.detectors:
+        for margin in args.margins:
+            t0 = time.perf_counter()
+            r = evaluate.through_detector(clf, args.expw, detector=detector(name), images=images,
+                                          margin=margin, labelled_margin=args.labelled_margin)
+            print(json.dumps({"bench": "crop_skew", "detector": name, **r["detector"], "margin": margin,
+                              "faces": r["n"], "images": r["images"], "detection_recall": r["detection_recall"],
+                              "accuracy_on_found": r["accuracy_on_found"],
+                              "accuracy_on_found_labelled_crop": r["accuracy_on_found_labelled_crop"],
+                              "macro_f1_on_found": r["found_faces"].get("macro_f1", 0.0),
+                              "end_to_end": r["accuracy"], "seconds": round(time.perf_counter() - t0, 1)}),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The model card logged with every training run: data, training, hardware, speed, results, known limits."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from typing import Any
+
+import numpy as np
+
+from fer_core.config import Settings
+from fer_core.data.dataset import Dataset
+from fer_core.labels import EMOTIONS
+from fer_core.train import TrainResult
+
+
+def hardware() -> str:
+    """What this process trains on, for the card: CPU model and cores, and any GPU TensorFlow sees."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import tensorflow as tf
+
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return f"{cpu}, {os.cpu_count()} cores" + (f", GPU {', '.join(gpus)}" if gpus else ", no GPU")
+
+
+def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[str, dict[str, Any]],
+               speed: dict[str, float], commit: str, end_to_end: dict[str, Any] | None = None) -> str:
+    t = settings.train
+    lines = [
+        f"# Model card: {t.model} emotion classifier", "",
+        "Classifies a 48x48 grayscale face into 7 emotions: " + ", ".join(EMOTIONS) + ".", "",
+        "## Data",
+        f"- dataset version `{ds.version}` at `{ds.path}`",
+        f"- raw inputs: {json.dumps(ds.stats.get('fingerprint', {}))}",
+        f"- recipe: undersampling {json.dumps(settings.balance.undersample) if settings.balance.undersample else 'none'}, "
+        f"SMOTE {'on' if settings.balance.smote else 'off'}; "
+        f"{sum(ds.stats['counts']['smote'].values()):,} training faces",
+        "", "## Training",
+        f"- model `{t.model}`, {tr.params:,} parameters; epochs run {tr.epochs_run} (budget {t.epochs}); "
+        f"batch {t.batch_size}; learning rate {t.learning_rate}",
+        f"- trained for {tr.seconds / 60:.1f} min on {hardware()} ({tr.images_per_second:.0f} images/s)",
+        *([f"- warm start from `{t.init_from}` (its own training is described with it)"] if t.init_from else []),
+        *(["- saved with horizontal-flip averaging: each face is classified with its mirror image"]
+          if t.flip_average else []),
+        f"- augmentation: {json.dumps(settings.augment.model_dump(mode='json'))}",
+        f"- git commit `{commit}`; config hash `{settings.section_hash('data', 'balance', 'split', 'augment', 'train')}`",
+        "", "## Speed (TFLite, this CPU)",
+        f"- {speed['faces_per_s']:.0f} faces/s batched; {speed['single_face_ms']:.2f} ms for one face",
+        "", "## Results", "",
+        "| set | n | accuracy | macro-F1 | loss |", "| --- | --- | --- | --- | --- |",
+    ]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['n']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['loss']:.4f} |")
+    if end_to_end:
+        e = end_to_end
+        lines += ["", "## End to end through the detector (as `fer predict` sees it)", "",
+                  f"Whole images of the test split's ExpW faces ({e['n']} faces in {e['images']} images), Haar "
+                  f"(still settings), crops grown by {e['margin']:.2f}; a face is found at IoU >= {e['min_iou']}, "
+                  "a missed face counts as wrong.", "",
+                  f"- detection recall {e['detection_recall']:.4f}; accuracy on found faces {e['accuracy_on_found']:.4f} "
+                  f"(the same faces from their labelled boxes: {e['accuracy_on_found_labelled_crop']:.4f}); "
+                  f"end to end **{e['accuracy']:.4f}**"]
+    if "test" in results:
+        lines += ["", "Per class on the test split:", "", "| emotion | precision | recall | F1 | support |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, pc in results["test"]["per_class"].items():
+            lines.append(f"| {name} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |")
+        cm = np.asarray(results["test"]["confusion"])
+        off = [(cm[i, j], EMOTIONS[i], EMOTIONS[j]) for i in range(7) for j in range(7) if i != j]
+        worst = sorted(off, reverse=True)[:3]
+        lines += ["", "## Known limits",
+                  "- Most confused (true -> predicted, test split): "
+                  + "; ".join(f"{a} -> {b} ({n})" for n, a, b in worst),
+                  "- FER2013 and ExpW are web images: mostly frontal, adult, and skewed in age, ethnicity and "
+                  "lighting; posed and exaggerated expressions are over-represented.",
+                  "- Labels are single-annotator (FER2013) or crowd labels; 'disgust' is rare in the raw data.",
+                  "- For aggregate audience analytics only: not for decisions about individuals."]
+    return "\n".join(lines) + "\n"
