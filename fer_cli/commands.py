@@ -53,6 +53,17 @@ def _default_model(settings) -> str:
     return f"models:/{settings.registry.model_name}@{settings.registry.champion_alias}"
 
 
+def _offline_model_uri(settings, model: str | None) -> str:
+    """The model for fer predict and fer analyze: --model, else the analysis alias when it exists, else the
+    champion (the worker, which must keep up with a live feed, always serves the champion)."""
+    if not model:
+        from fer_core import registry
+
+        if registry.alias_version(settings, settings.registry.analysis_alias) is not None:
+            return f"models:/{settings.registry.model_name}@{settings.registry.analysis_alias}"
+    return _model_uri(settings, model)
+
+
 def _model_uri(settings, model: str | None) -> str:
     """The model URI to serve. Only the embedded default registry (sqlite under home) is given the shipped
     baseline as champion when it has none; a worker never writes to a shared registry (it waits, not ready,
@@ -143,7 +154,7 @@ def cmd_predict(args) -> int:
     from fer_core.labels import EMOTIONS
 
     s = _settings(args)
-    clf = registry.load_classifier(_model_uri(s, args.model), s)
+    clf = registry.load_classifier(_offline_model_uri(s, args.model), s)
     detector = detect.preset(args.detector)
     if args.min_size:
         detector.min_size = args.min_size
@@ -173,7 +184,7 @@ def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="faces, boxes and emotion probabilities of images, as JSON")
     _common(p)
     p.add_argument("images", nargs="+")
-    p.add_argument("--model", help="model URI or .keras file (default: champion)")
+    p.add_argument("--model", help="model URI or .keras file (default: the analysis alias if set, else the champion)")
     p.add_argument("--detector", default="still", choices=("still", "video"),
                    help="Haar settings: still (default; finer scan, smaller faces) or video (the worker's)")
     p.add_argument("--min-size", type=int, default=0, help="smallest face side in pixels (default: the detector's)")
@@ -228,11 +239,16 @@ def cmd_pipeline_run(args) -> int:
 
     s = _settings(args)
     _prefect_env(s)
+    from fer_core.config import load_settings
     from flows.api import prefect_api
     from flows.retrain import retrain
 
+    overrides = list(args.set or [])
+    if args.alias:  # gate against, and promote to, this alias instead of the champion
+        overrides += [f'registry.champion_alias="{args.alias}"', f'registry.challenger_alias="{args.alias}-challenger"']
+        s = load_settings(args.config, overrides)
     with prefect_api():
-        result = retrain.with_options(task_runner=_task_runner(s))(args.config, args.set)
+        result = retrain.with_options(task_runner=_task_runner(s))(args.config, overrides)
     emit(pipeline_summary(result))
     return 0
 
@@ -299,6 +315,8 @@ def add_pipeline(sub) -> None:
     sw.set_defaults(func=cmd_pipeline_sweep)
     p = pipeline.add_parser("run", help="run the retraining flow once; print its summary as JSON")
     _common(p)
+    p.add_argument("--alias", help="gate against and promote to this alias instead of the champion, e.g. "
+                                   "analysis: the model fer predict and fer analyze prefer")
     p.set_defaults(func=cmd_pipeline_run)
     p = pipeline.add_parser("serve", help="serve the scheduled retraining deployment (cron from config)")
     _common(p)
@@ -406,11 +424,11 @@ def cmd_analyze(args) -> int:
 
         if not Path(args.videos[0]).is_file():
             raise FileNotFoundError(f"video not found: {args.videos[0]}")
-        emit(analyze(s, args.videos[0], args.out, _model_uri(s, args.model), args.detector))
+        emit(analyze(s, args.videos[0], args.out, _offline_model_uri(s, args.model), args.detector))
         return 0
     from serving.batch import analyze_many
 
-    result = analyze_many(s, args.videos, args.out, _model_uri(s, args.model), args.detector)
+    result = analyze_many(s, args.videos, args.out, _offline_model_uri(s, args.model), args.detector)
     emit(result)
     if result["failed"]:  # the others are done and in the index; the exit status says not all were
         from fer_cli.main import CommandError
@@ -424,7 +442,7 @@ def add_analyze(sub) -> None:
     _common(p)
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, folders of videos, or gs:// prefixes")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", help="model URI or .keras file (default: champion)")
+    p.add_argument("--model", help="model URI or .keras file (default: the analysis alias if set, else the champion)")
     p.add_argument("--detector", default="full", choices=("full", "track"))
     p.set_defaults(func=cmd_analyze)
 

@@ -106,6 +106,9 @@ class RegistrySettings(_Section):
     model_name: str = "fer-emotion"
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
+    # fer predict and fer analyze use this alias when it exists (a bigger, slower model for offline analysis,
+    # trained and gated like the champion: fer pipeline run --alias analysis), else the champion.
+    analysis_alias: str = "analysis"
 
 
 class GateSettings(_Section):

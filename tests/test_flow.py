@@ -115,3 +115,34 @@ def test_deterministic_failures_are_not_retried(harness, small_data, tmp_path):
     assert not storage.is_transient(storage.NotFoundError("not found: x"))
     assert not storage.is_transient(DataQualityError("too many rejects"))
     assert not storage.is_transient(ValueError("bad setting"))
+
+
+def test_analysis_alias_is_gated_like_the_champion_and_preferred_offline(harness, small_data, tmp_path):
+    """`fer pipeline run --alias analysis` gates against and promotes to the analysis alias, leaving the
+    champion alone; fer predict then uses the analysis model, the worker's default stays the champion."""
+    import json
+    import subprocess
+
+    from tests import helpers
+
+    ov = _overrides(tmp_path, small_data)
+    assert retrain(None, ov)["status"] == "promoted"
+    s = load_settings(None, ov, environ={})
+    args = [arg for o in [*ov, "train.seed=7"] for arg in ("--set", o)]
+    proc = subprocess.run(helpers.fer_cmd("pipeline", "run", "--alias", "analysis", *args), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["version"] == "2" and out["status"] == "promoted" and out["through_detector"]["detection_recall"] >= 0
+    assert registry.alias_version(s, "analysis").version == "2" and registry.champion(s).version == "1"
+    # a second analysis candidate is compared with the analysis model, not with the champion
+    again = retrain(None, [*ov, "train.seed=8", 'registry.champion_alias="analysis"',
+                           'registry.challenger_alias="analysis-challenger"'])
+    assert again["decision"]["champion_version"] == "2"
+    import matplotlib.cbook
+
+    photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    predict = subprocess.run(helpers.fer_cmd("predict", str(photo), *args[:2]), capture_output=True, text=True,
+                             timeout=300)
+    assert predict.returncode == 0, predict.stderr[-2000:]
+    assert json.loads(predict.stdout)["model_version"] == registry.alias_version(s, "analysis").version
