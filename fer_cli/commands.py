@@ -92,7 +92,6 @@ def cmd_evaluate(args) -> int:
     clf = registry.load_classifier(_model_uri(s, args.model), s)
     probs = clf.predict(x)
     result = evaluate.metrics(y, probs)
-    result["ece"] = round(evaluate.expected_calibration_error(y, probs), 6)
     result.update({"data": args.data, "format": info["format"], "model": clf.source, "model_version": clf.version,
                    "skipped": {k: v for k, v in info.items() if k not in ("format",)}})
     if not args.no_speed:

@@ -53,10 +53,12 @@ def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[s
         "", "## Speed (TFLite, this CPU)",
         f"- {speed['faces_per_s']:.0f} faces/s batched; {speed['single_face_ms']:.2f} ms for one face",
         "", "## Results", "",
-        "| set | n | accuracy | macro-F1 | loss |", "| --- | --- | --- | --- | --- |",
+        "| set | n | accuracy | macro-F1 | loss | calibration error (ECE) |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['n']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['loss']:.4f} |")
+        lines.append(f"| {name} | {r['n']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['loss']:.4f} "
+                     f"| {r.get('ece', float('nan')):.4f} |")
     if end_to_end:
         e = end_to_end
         lines += ["", "## End to end through the detector (as `fer predict` sees it)", "",
@@ -66,11 +68,14 @@ def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[s
                   f"- detection recall {e['detection_recall']:.4f}; accuracy on found faces {e['accuracy_on_found']:.4f} "
                   f"(the same faces from their labelled boxes: {e['accuracy_on_found_labelled_crop']:.4f}); "
                   f"end to end **{e['accuracy']:.4f}**"]
-    if "test" in results:
-        lines += ["", "Per class on the test split:", "", "| emotion | precision | recall | F1 | support |",
+    for set_name in ("fer2013_publictest", "test"):
+        if set_name not in results:
+            continue
+        lines += ["", f"Per class on {set_name}:", "", "| emotion | precision | recall | F1 | support |",
                   "| --- | --- | --- | --- | --- |"]
-        for name, pc in results["test"]["per_class"].items():
+        for name, pc in results[set_name]["per_class"].items():
             lines.append(f"| {name} | {pc['precision']:.3f} | {pc['recall']:.3f} | {pc['f1']:.3f} | {pc['support']} |")
+    if "test" in results:
         cm = np.asarray(results["test"]["confusion"])
         off = [(cm[i, j], EMOTIONS[i], EMOTIONS[j]) for i in range(7) for j in range(7) if i != j]
         worst = sorted(off, reverse=True)[:3]

@@ -19,7 +19,7 @@ FORMATS = ("auto", "fer2013", "folder", "expw", "votes")
 
 
 def metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
-    """`n, accuracy, macro_f1, loss, per_class{precision,recall,f1,support}, confusion` (rows: true)."""
+    """`n, accuracy, macro_f1, loss, ece, per_class{precision,recall,f1,support}, confusion` (rows: true)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     n = len(y_true)
@@ -42,7 +42,7 @@ def metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     loss = float(-np.mean(np.log(np.clip(probs[np.arange(n), y_true], 1e-7, 1.0))))
     return {"n": int(n), "accuracy": round(float((pred == y_true).mean()), 6),
             "macro_f1": round(float(np.mean(f1s)), 6), "loss": round(loss, 6),
-            "per_class": per_class, "confusion": confusion.tolist()}
+            "ece": round(expected_calibration_error(y_true, probs), 6), "per_class": per_class, "confusion": confusion.tolist()}
 
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "loss")
