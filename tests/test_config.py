@@ -64,4 +64,4 @@ def test_seed_recipe_config_is_the_seeds():
     s = load_settings(str(Path(__file__).resolve().parents[1] / "configs" / "seed.toml"), [], environ={})
     assert s.balance.undersample == {"happy": 0.70, "neutral": 0.70, "sad": 0.25} and s.balance.smote
     assert (s.augment.rotation_deg, s.augment.shift, s.augment.flip, s.augment.zoom) == (20.0, 0.10, True, 0.10)
-    assert tuple(s.augment.brightness) == (0.8, 1.2) and s.data.margin == 0.10
+    assert tuple(s.augment.brightness) == (0.8, 1.2) and s.data.margin == 0.10 and not s.train.flip_average

@@ -1,0 +1,100 @@
+"""Ship a registered version as the package's baseline: fer_core/assets/{baseline.keras, baseline.json, MODEL_CARD.md}.
+
+Everything written comes from the registry and MLflow, never typed by hand: the version's tags (dataset,
+fingerprints, config hash, commit, gate decision and figures), its training run's parameters, metrics and
+generated model card; and, when the run started from another model (`train.init_from`), the MLflow run that
+trained that model (`--init-run HOME:RUN_ID`): its parameters, epochs and metrics, so the card says how the
+weights were made and on what machine.
+
+Usage: python scripts/ship_baseline.py --home HOME --version N [--init-run HOME2:RUN_ID] [--command "..."]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fer_core import registry  # noqa: E402
+from fer_core.config import load_settings  # noqa: E402
+
+ASSETS = ROOT / "fer_core" / "assets"
+KEPT_PARAMS = ("balance.undersample", "balance.smote", "train.model", "train.width", "train.epochs",
+               "train.batch_size", "train.learning_rate", "train.lr_schedule", "train.label_smoothing",
+               "train.flip_average", "train.init_from", "split.seed", "data.margin", "augment.enabled")
+
+
+def run_facts(home: str, run_id: str) -> dict[str, Any]:
+    """Parameters (the ones that describe the recipe), metrics and tags of one MLflow run in `home`."""
+    import mlflow
+
+    settings = load_settings(None, [f'home="{home}"'], environ={})
+    registry.configure(settings)
+    run = mlflow.get_run(run_id)
+    try:  # the run's own card says where it trained
+        card = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_card.md")).read_text()
+        trained = next((line[2:] for line in card.splitlines() if line.startswith("- trained for")), "")
+    except Exception:  # noqa: BLE001 (a run without a card)
+        trained = ""
+    return {"trained": trained,"home_tracking_uri": settings.tracking_uri, "run_id": run_id, "run_name": run.info.run_name,
+            "params": {k: run.data.params[k] for k in KEPT_PARAMS if k in run.data.params},
+            "metrics": {k: round(v, 6) for k, v in sorted(run.data.metrics.items())},
+            "git_commit": run.data.tags.get("git_commit", ""), "dataset_version": run.data.tags.get("dataset.version", ""),
+            "started_utc": run.info.start_time, "ended_utc": run.info.end_time}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--home", required=True, help="the fer home whose registry holds the version")
+    ap.add_argument("--version", required=True)
+    ap.add_argument("--init-run", default="", help="HOME:RUN_ID of the run that trained the warm-start model")
+    ap.add_argument("--init-command", default="", help="the command line that ran the warm-start training")
+    ap.add_argument("--command", default="", help="the command line that registered the version")
+    args = ap.parse_args()
+    import mlflow
+
+    settings = load_settings(None, [f'home="{args.home}"'], environ={})
+    version = registry.get_version(settings, args.version)
+    resolved = registry.resolve(f"models:/{settings.registry.model_name}/{args.version}", settings)
+    run = run_facts(args.home, version.run_id)
+    card = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="model_card.md")).read_text()
+    info: dict[str, Any] = {
+        "version_in_training_registry": args.version, "run_id": version.run_id,
+        "dataset_version": version.tags.get("dataset.version", ""),
+        "fingerprint": json.loads(version.tags.get("dataset.fingerprint", "{}")),
+        "config_hash": version.tags.get("config_hash", ""), "git_commit": version.tags.get("git_commit", ""),
+        "train_key": version.tags.get("train_key", ""), "command": args.command, "params": run["params"],
+        "metrics": {k: v for k, v in run["metrics"].items() if not k.startswith(("val_", "learning_rate"))
+                    and k not in ("loss", "categorical_accuracy")},
+        "gate_decision": version.tags.get(registry.DECISION_TAG, ""),
+        "gate_reasons": json.loads(version.tags.get("gate.reasons", "[]")),
+        "gate_paired": json.loads(version.tags.get("gate.paired", "{}")),
+    }
+    provenance = ["", "## Provenance", "",
+                  f"- registered as version {args.version} by `{args.command or 'fer pipeline run'}` "
+                  f"(MLflow run `{version.run_id}`); gate: **{info['gate_decision']}**"]
+    provenance += [f"  - {reason}" for reason in info["gate_reasons"]]
+    if args.init_run:
+        home, run_id = args.init_run.rsplit(":", 1)
+        init = run_facts(home, run_id)
+        info["training"] = {"command": args.init_command, **init}
+        m = init["metrics"]
+        provenance += [f"- the weights were trained by `{args.init_command or 'fer train'}` (MLflow run `{run_id}`, "
+                       f"commit `{init['git_commit']}`, dataset `{init['dataset_version']}`): "
+                       f"{int(m.get('epochs_run', 0))} epochs, {m.get('train_seconds', 0) / 60:.0f} min at "
+                       f"{m.get('train_images_per_s', 0):.0f} images/s ({init['trained'] or 'its card says no more'}); "
+                       f"its settings: `{json.dumps(init['params'])}`"]
+    shutil.copyfile(resolved.path, ASSETS / "baseline.keras")
+    (ASSETS / "baseline.json").write_text(json.dumps(info, indent=2) + "\n")
+    (ASSETS / "MODEL_CARD.md").write_text(card.rstrip() + "\n" + "\n".join(provenance) + "\n")
+    print(json.dumps({"shipped": args.version, "from": str(resolved.path), "assets": str(ASSETS)}))
+
+
+if __name__ == "__main__":
+    main()
