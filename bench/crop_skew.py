@@ -27,10 +27,15 @@ from fer_core.data import dataset  # noqa: E402
 
 
 def detector(spec: str) -> detect.HaarDetector:
-    if spec in detect.PRESETS:
-        return detect.preset(spec)
-    scale, neighbours, min_size = spec.split(":")
-    return detect.HaarDetector(float(scale), int(neighbours), int(min_size))
+    """A preset name or SCALE:NEIGHBOURS:MIN_SIZE, optionally with +profile (the profile cascade too)."""
+    base, _, extra = spec.partition("+")
+    if base in detect.PRESETS:
+        d = detect.preset(base)
+    else:
+        scale, neighbours, min_size = base.split(":")
+        d = detect.HaarDetector(float(scale), int(neighbours), int(min_size))
+    d.profile = d.profile or extra == "profile"
+    return d
 
 
 def main() -> None:
@@ -40,7 +45,8 @@ def main() -> None:
     ap.add_argument("--expw", default=str(ROOT.parent / "shared" / "data" / "expw"))
     ap.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.05, 0.10, 0.15, 0.20])
     ap.add_argument("--detectors", nargs="+", default=list(detect.PRESETS),
-                    help="presets (video, still) or SCALE:NEIGHBOURS:MIN_SIZE, e.g. 1.05:3:20")
+                    help="presets (video, still) or SCALE:NEIGHBOURS:MIN_SIZE, e.g. 1.05:3:20; +profile adds "
+                         "the profile cascade")
     ap.add_argument("--labelled-margin", type=float, default=0.10, help="the training crop's margin")
     args = ap.parse_args()
     clf = Classifier.from_file(args.model)

@@ -234,6 +234,6 @@ def through_detector(classifier, root: str, detector=None, images: set[str] | No
             "accuracy_on_found_labelled_crop": on_labelled.get("accuracy", 0.0),
             "accuracy": round(float(correct.mean()), 4) if len(y) else 0.0,
             "min_iou": min_iou, "margin": margin, "labelled_margin": labelled_margin,
-            "detector": {k: getattr(detector, k) for k in ("scale_factor", "min_neighbors", "min_size")
+            "detector": {k: getattr(detector, k) for k in ("scale_factor", "min_neighbors", "min_size", "profile")
                          if hasattr(detector, k)},
             "found_faces": on_found}

@@ -127,3 +127,27 @@ def test_track_mode_keeps_the_reference_faces_of_the_real_video():
             kept += int((detect.iou(ref, mine).max(axis=1) >= 0.5).sum())
     finder.close()
     assert total > 100 and kept / total >= 0.95
+
+
+def test_profile_boxes_are_added_only_where_no_face_is():
+    frontal = np.array([[10, 10, 50, 50]])
+    overlapping = np.array([[14, 12, 50, 50]])  # the same face seen by the profile cascade
+    elsewhere = np.array([[200, 40, 60, 60], [205, 42, 60, 60]])  # a turned face, found twice
+    boxes = detect.add_profiles(frontal, overlapping, elsewhere)
+    assert boxes.tolist() == [[10, 10, 50, 50], [200, 40, 60, 60]]
+    assert detect.add_profiles(np.zeros((0, 4)), np.zeros((0, 4))).shape == (0, 4)
+
+
+def test_profile_cascade_keeps_every_frontal_face_and_finds_turned_ones():
+    """On real ExpW photographs: with the profile cascade, every frontal box is still there, and some faces
+    that only the profile cascade sees (looking either way) are added."""
+    helpers.require_shared(helpers.EXPW_ROOT)
+    frontal, both = detect.preset("still"), detect.preset("still")
+    both.profile = True
+    added = 0
+    for path in sorted((helpers.EXPW_ROOT / "origin").glob("*.jpg"))[:40]:
+        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        a, b = frontal.detect(gray), both.detect(gray)
+        assert {tuple(x) for x in a} <= {tuple(x) for x in b}, path.name
+        added += len(b) - len(a)
+    assert added > 0
