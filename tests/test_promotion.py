@@ -95,3 +95,24 @@ def test_workers_get_the_tflite_form_from_the_registry(settings_factory):
     last_good = json.loads((registry.cache_dir(s) / "fer-emotion" / "last_good.json").read_text())
     assert last_good["version"] == "1"
     assert not list((registry.cache_dir(s) / "fer-emotion").glob(".*.tmp"))
+
+
+def test_a_champion_of_unknown_data_is_compared_on_the_fixed_test_sets_only(registered):
+    """Version 1's dataset is not here, so its training faces are unknown: the gate compares on FER2013's
+    fixed test sets, which no dataset version trains on, and leaves the test split out, saying so."""
+    import numpy as np
+
+    from fer_core.classify import Classifier
+
+    s = registered
+    registry.set_tags(s, "1", {"dataset.version": "ds-gone"})
+    promotion.promote_manual(s, "1")
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (40, 48, 48), dtype=np.uint8)
+    labels = rng.integers(0, 7, 40)
+    sets = {"test": (faces, labels, np.array([f"fer2013/{i}" for i in range(40)])),
+            "fer2013_publictest": (faces, labels, None)}
+    candidate = Classifier.from_keras(models.load(str(registry.resolve("models:/fer-emotion/2", s).path)))
+    decision = promotion.run_gate(s, candidate, 1.0, sets)
+    assert set(decision.candidate) == set(decision.champion) == {"fer2013_publictest"}
+    assert any("compared on fer2013_publictest only" in r and "left out: test" in r for r in decision.reasons)
