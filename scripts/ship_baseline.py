@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ def run_facts(home: str, run_id: str) -> dict[str, Any]:
         trained = ""
     return {"trained": trained,"home_tracking_uri": settings.tracking_uri, "run_id": run_id, "run_name": run.info.run_name,
             "params": {k: run.data.params[k] for k in KEPT_PARAMS if k in run.data.params},
-            "metrics": {k: round(v, 6) for k, v in sorted(run.data.metrics.items())},
+            "metrics": {k: round(v, 6) for k, v in sorted(run.data.metrics.items()) if math.isfinite(v)},
             "git_commit": run.data.tags.get("git_commit", ""), "dataset_version": run.data.tags.get("dataset.version", ""),
             "started_utc": run.info.start_time, "ended_utc": run.info.end_time}
 
