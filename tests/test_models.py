@@ -204,8 +204,9 @@ def test_interrupted_run_resumes_from_checkpoint(settings_factory, tmp_path):
     assert resumed.epochs_run == 1  # only epoch 3 was left
     assert json.loads((tmp_path / "run" / "progress.json").read_text())["epoch"] == 3
     assert (tmp_path / "run" / "best.keras").is_file()
-    # the saved model carries the best validation epoch's weights, not merely the last epoch's
-    best = models.load(str(tmp_path / "run" / "best.keras"))
+    # the saved model carries the best validation epoch's weights, not merely the last epoch's (and is saved
+    # with flip averaging, the default)
+    best = models.with_flip_average(models.load(str(tmp_path / "run" / "best.keras")))
     saved = models.load(str(resumed.model_path))
     assert np.allclose(best.predict(x, verbose=0), saved.predict(x, verbose=0), atol=1e-6)
 

@@ -180,7 +180,13 @@ def test_scheduled_runner_answers_the_compose_health_check(prefect_server, tmp_p
                             start_new_session=True)
     try:
         helpers.wait_for_port(port, proc, timeout=120)
-        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        # Prefect's runner answers 500 until its first poll of the API (its last_polled is still None), so
+        # the compose health check retries (every 30 s, 5 times); so does this, for at most a minute.
+        deadline, status = time.time() + 60, 0
+        while status != 200 and time.time() < deadline:
+            status = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code
+            time.sleep(0 if status == 200 else 1)
+        assert status == 200
         deployments = httpx.post(f"{prefect_server}/deployments/filter", json={"limit": 50}, timeout=10).json()
         ours = [d for d in deployments if d["name"] == "fer-health-check"]
         assert ours and ours[0]["schedules"][0]["schedule"]["cron"] == "0 3 * * 1"
