@@ -6,6 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+# Haar settings of fer predict and fer evaluate --through-detector: the names of detect.PRESETS, written here so
+# that parsing the command line does not import OpenCV (tests/test_detect.py checks they agree). Not to be
+# confused with --detector full|track of fer serve/analyze/bench: how often a video's frames are scanned.
+HAAR_PRESETS = ("still", "video")
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML settings file (also env FER_CONFIG)")
@@ -114,7 +119,7 @@ def _evaluate_through_detector(args, s) -> int:
         if not images:
             raise ValueError(f"dataset {args.test_split_of} has no ExpW faces in its test split")
     clf = registry.load_classifier(_model_uri(s, args.model), s)
-    result = evaluate.through_detector(clf, args.data, detector=detect.preset(args.detector), images=images,
+    result = evaluate.through_detector(clf, args.data, detector=detect.preset(args.haar), images=images,
                                        margin=s.data.margin, labelled_margin=s.data.margin)
     emit({**result, "data": args.data, "test_split_of": args.test_split_of or "", "model": clf.source,
           "model_version": clf.version})
@@ -136,8 +141,8 @@ def add_evaluate(sub) -> None:
                         "face counts as wrong); reports detection recall, accuracy on found faces and end to end")
     p.add_argument("--test-split-of", metavar="VERSION", help="with --through-detector: only the images of this "
                    "dataset version's test split")
-    p.add_argument("--detector", default="still", choices=("still", "video"),
-                   help="with --through-detector: Haar settings, as fer predict --detector")
+    p.add_argument("--haar", default="still", choices=HAAR_PRESETS,
+                   help="with --through-detector: the Haar settings, as fer predict --haar")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -154,7 +159,7 @@ def cmd_predict(args) -> int:
 
     s = _settings(args)
     clf = registry.load_classifier(_offline_model_uri(s, args.model), s)
-    detector = detect.preset(args.detector)
+    detector = detect.preset(args.haar)
     if args.min_size:
         detector.min_size = args.min_size
     results, failed = [], 0
@@ -184,8 +189,8 @@ def add_predict(sub) -> None:
     _common(p)
     p.add_argument("images", nargs="+")
     p.add_argument("--model", help="model URI or .keras file (default: the analysis alias if set, else the champion)")
-    p.add_argument("--detector", default="still", choices=("still", "video"),
-                   help="Haar settings: still (default; finer scan, smaller faces) or video (the worker's)")
+    p.add_argument("--haar", default="still", choices=HAAR_PRESETS,
+                   help="Haar settings: still (default; finer scan, smaller and turned faces) or video (the worker's)")
     p.add_argument("--min-size", type=int, default=0, help="smallest face side in pixels (default: the detector's)")
     p.add_argument("--no-detect", action="store_true", help="treat each whole image as one face crop")
     p.set_defaults(func=cmd_predict)

@@ -1,4 +1,4 @@
-"""Undersampling, the identity-hashed group split, and SMOTE on the training split only."""
+"""Undersampling, the identity-hashed group split, SMOTE, and source weighting on the training split only."""
 
 from __future__ import annotations
 
@@ -83,3 +83,26 @@ def smote(train: FaceTable, k: int, seed: int) -> FaceTable:
     meta["synthetic"] = False
     synthetic["synthetic"] = True
     return FaceTable(pd.concat([meta, synthetic], ignore_index=True), np.concatenate([train.pixels, new_pixels]))
+
+
+def weight_sources(x: np.ndarray, y: np.ndarray, sources: np.ndarray, weights: dict[str, float],
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Show each source's training faces `weight` times per epoch: whole repeats, plus a seeded random share
+    for the fraction (1.5 = every face once and half of them twice). Repeats are augmented apart like any
+    face. Why: ExpW's in-the-wild faces are what the worker sees, and they are a seventh of the training set.
+    """
+    if len(sources) != len(x):
+        raise ValueError(f"{len(sources)} face sources for {len(x)} training faces")
+    rng = np.random.default_rng(seed)
+    parts = [np.arange(len(x))]
+    for source, weight in sorted(weights.items()):
+        if weight < 1.0:
+            raise ValueError(f"train.source_weights.{source} must be >= 1 (a weight repeats faces), got {weight}")
+        idx = np.flatnonzero(sources == source)
+        extra = weight - 1.0
+        parts += [idx] * int(extra)
+        share = extra - int(extra)
+        if share > 0 and len(idx):
+            parts.append(np.sort(rng.choice(idx, size=int(round(share * len(idx))), replace=False)))
+    take = np.concatenate(parts)
+    return x[take], y[take]

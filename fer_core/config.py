@@ -79,6 +79,9 @@ class TrainSettings(_Section):
     dropout: float = 0.3
     label_smoothing: float = 0.1
     class_weights: bool = False
+    # Faces of a source shown this many times per epoch (balance.weight_sources), e.g. {expw = 3.0}: the
+    # in-the-wild faces the worker sees are a seventh of the training set. Empty = every face once.
+    source_weights: dict[str, float] = Field(default_factory=dict)
     early_stopping_patience: int = 8
     reduce_lr_patience: int = 3
     # "plateau": halve the rate when validation loss stalls; "cosine": decay from learning_rate to 1/100 of it

@@ -139,7 +139,7 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
         dataset_input = mlflow.data.from_numpy(x_train[:1000], targets=y_train[:1000], source=ds.path,
                                                name=ds.version, digest=ds.version[3:])
         mlflow.log_input(dataset_input, context="training")
-        tr = train(settings, ds.splits, run_dir, callbacks=callbacks)
+        tr = train(settings, ds.splits, run_dir, callbacks=callbacks, sources=ds.sources)
         clf = Classifier.from_keras(tr.model)
         sets = ds.eval_sets()
         sets.update(extra_eval_sets(settings))

@@ -19,6 +19,7 @@ import numpy as np
 
 from fer_core import models
 from fer_core.augment import build_augmenter
+from fer_core.balance import weight_sources
 from fer_core.config import Settings
 from fer_core.labels import NUM_CLASSES
 from fer_core.progress import keras_callback as progress_bar
@@ -157,8 +158,10 @@ def warm_start(model: keras.Model, path: str) -> None:
 
 
 def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], run_dir: str | Path,
-          callbacks: list[keras.callbacks.Callback] | None = None) -> TrainResult:
-    """Train the configured zoo model on `splits['train']`, validating on `splits['val']`."""
+          callbacks: list[keras.callbacks.Callback] | None = None,
+          sources: dict[str, np.ndarray] | None = None) -> TrainResult:
+    """Train the configured zoo model on `splits['train']`, validating on `splits['val']`; `sources` (each
+    split's face sources) is needed only for `train.source_weights`."""
     t = settings.train
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +172,10 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
         tf.config.threading.set_intra_op_parallelism_threads(t.threads)
     x_train, y_train = splits["train"]
     x_val, y_val = splits["val"]
+    if t.source_weights:
+        if sources is None or "train" not in sources:
+            raise ValueError("train.source_weights needs the training faces' sources (a dataset version)")
+        x_train, y_train = weight_sources(x_train, y_train, sources["train"], t.source_weights, t.seed)
     mean, std = models.face_stats(x_train)
     model = models.build(t.model, width=t.width, dropout=t.dropout, input_size=t.input_size,
                          weights=t.weights, mean=mean, std=std)

@@ -102,6 +102,22 @@ def test_smote_only_adds_training_rows_and_keeps_uint8():
     assert out.meta["synthetic"].sum() == 60 - len(labels)
 
 
+def test_source_weights_repeat_a_sources_faces_and_nothing_else():
+    x = np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 48, 48), np.uint8)
+    y = np.arange(10) % 7
+    src = np.array(["fer2013"] * 6 + ["expw"] * 4)
+    wx, wy = balance.weight_sources(x, y, src, {"expw": 2.5}, seed=0)
+    ids = wx[:, 0, 0].tolist()
+    assert sorted(set(ids)) == list(range(10))  # nothing lost
+    assert all(ids.count(i) == 1 for i in range(6))  # other sources once
+    assert sorted(ids.count(i) for i in range(6, 10)) == [2, 2, 3, 3]  # 4 faces x 2.5 = 10 showings
+    assert np.array_equal(wy, y[wx[:, 0, 0]])  # labels follow their faces
+    again, _ = balance.weight_sources(x, y, src, {"expw": 2.5}, seed=0)
+    assert np.array_equal(again, wx)  # seeded
+    with pytest.raises(ValueError, match=">= 1"):
+        balance.weight_sources(x, y, src, {"expw": 0.5}, seed=0)
+
+
 def test_cli_data_build_prints_the_contract(small_data, tmp_path):
     env_home = tmp_path / "clihome"
     cmd = [sys.executable, "-m", "fer_cli", "data", "build", "--set", f"home={env_home}",

@@ -152,3 +152,9 @@ def test_profile_cascade_keeps_every_frontal_face_and_finds_turned_ones():
         assert {tuple(x) for x in a} <= {tuple(x) for x in b}, path.name
         added += len(b) - len(a)
     assert added > 0
+
+
+def test_the_command_lines_haar_choices_are_the_detectors_presets():
+    from fer_cli.commands import HAAR_PRESETS
+
+    assert set(HAAR_PRESETS) == set(detect.PRESETS)

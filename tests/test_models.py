@@ -211,6 +211,13 @@ def test_interrupted_run_resumes_from_checkpoint(settings_factory, tmp_path):
     assert np.allclose(best.predict(x, verbose=0), saved.predict(x, verbose=0), atol=1e-6)
 
 
+def test_source_weights_need_the_faces_sources(settings_factory, tmp_path):
+    x, y = _real_subset()
+    s = settings_factory("train.epochs=1", "train.width=16", "train.source_weights={expw=2.0}")
+    with pytest.raises(ValueError, match="sources"):
+        train.train(s, {"train": (x, y), "val": (x, y)}, tmp_path / "run")
+
+
 def test_time_budget_stops_training_mid_epoch(settings_factory, tmp_path):
     x, y = _real_subset()
     s = settings_factory("train.epochs=50", "train.batch_size=4", "train.width=16", "train.max_minutes=0.0005")
