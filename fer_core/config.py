@@ -27,6 +27,9 @@ class DataSettings(_Section):
     limit: int = 0  # at most this many faces per source (0 = all), for quick runs
     min_confidence: float | None = None  # ExpW box confidence floor; None keeps all (as the seed)
     margin: float = 0.10  # ExpW crop margin around the box, as a fraction of the box size
+    # ExpW training crops: "labelled" boxes, or "haar": the box of `fer predict`'s Haar detector that finds the
+    # labelled face (IoU >= 0.5; others keep the labelled box), the crop geometry met in service.
+    expw_boxes: Literal["labelled", "haar"] = "labelled"
     max_reject_ratio: float = 0.05  # fail the build only past this share of rejected inputs
     workers: int = 0  # decode threads for ExpW; 0 = number of cores
     output: str = ""  # where dataset versions go; empty = <home>/datasets

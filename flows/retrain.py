@@ -82,7 +82,7 @@ def decode_expw_shard(settings: Settings, boxes: list) -> tuple:
     from fer_core.data import expw
 
     d = settings.data
-    return expw.decode(d.expw, boxes, d.margin, d.workers)
+    return expw.decode(d.expw, boxes, d.margin, d.workers, d.expw_boxes)
 
 
 EXPW_SHARDS_PER_WORKER = 4

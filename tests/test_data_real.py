@@ -1,10 +1,11 @@
 """The data layer on the real data in ../shared/data, with exact counts."""
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from fer_core import storage
+from fer_core import crop, detect, storage
 from fer_core.data import dataset, expw, fer2013
 from tests import helpers
 
@@ -32,6 +33,29 @@ def test_real_expw_every_face(real):
     assert table.meta["group"].nunique() == 4326
     assert dataset.class_counts(table.labels) == EXPW_COUNTS
     assert 40 < table.pixels.mean() < 200  # real faces, not blank crops
+
+
+def test_real_expw_faces_from_haar_boxes(real, settings_factory):
+    """data.expw_boxes="haar": the same faces and labels, the ones Haar finds cropped from Haar's box (as
+    `fer predict` crops them), the others from their labelled box; the default keeps earlier version ids."""
+    labelled, _ = expw.read(str(helpers.EXPW_ROOT), limit=120, workers=2)
+    haar, rejects = expw.read(str(helpers.EXPW_ROOT), limit=120, workers=2, box_source="haar")
+    assert len(rejects) == 0 and haar.meta["image"].tolist() == labelled.meta["image"].tolist()
+    assert np.array_equal(haar.labels, labelled.labels)
+    boxes, _ = expw.read_boxes(str(helpers.EXPW_ROOT), limit=120)
+    detector, found, same = detect.preset("still"), 0, 0
+    for i, box in enumerate(boxes):
+        gray = cv2.imread(str(helpers.EXPW_ROOT / expw.IMAGES / box.image), cv2.IMREAD_GRAYSCALE)
+        in_image = [b for b in boxes if b.image == box.image]
+        mine = expw.haar_boxes(gray, in_image, detector)[in_image.index(box)]
+        want = expw.crop_face(gray, box, 0.10) if mine is None else crop.crop_face(gray, mine, 0.10)
+        assert np.array_equal(haar.pixels[i], want), box
+        found += mine is not None
+        same += np.array_equal(haar.pixels[i], labelled.pixels[i])
+    assert 0.5 < found / len(boxes) < 1.0 and same == len(boxes) - found
+    default = settings_factory('data.expw="x"')
+    assert "expw_boxes" not in dataset.build_key(default)["data"]
+    assert dataset.build_key(settings_factory('data.expw_boxes="haar"'))["data"]["expw_boxes"] == "haar"
 
 
 @pytest.mark.slow

@@ -95,6 +95,8 @@ def build_key(settings: Settings) -> dict[str, Any]:
     data = settings.data.model_dump(mode="json")
     for transient in ("output", "workers", "fer2013", "expw"):
         data.pop(transient)
+    if data["expw_boxes"] == "labelled":  # the default before the setting existed: earlier versions keep their ids
+        data.pop("expw_boxes")
     return {"format": DATASET_FORMAT, "data": data, "balance": settings.balance.model_dump(mode="json"),
             "split": settings.split.model_dump(mode="json")}
 
@@ -185,7 +187,7 @@ def _read_sources(settings: Settings, expw_read: tuple[FaceTable, Rejects] | Non
         tables["fer2013"], _ = t, rejects.extend(r)
     if d.expw:
         t, r = expw_read or expw.read(d.expw, limit=d.limit, margin=d.margin, min_confidence=d.min_confidence,
-                                      workers=d.workers)
+                                      workers=d.workers, box_source=d.expw_boxes)
         check_reject_ratio(r, len(t), d.max_reject_ratio, f"ExpW {d.expw}")
         tables["expw"], _ = t, rejects.extend(r)
     return tables, rejects

@@ -2,6 +2,10 @@
 
 Images are decoded on a bounded thread pool (OpenCV releases the GIL) and only the 48x48 crops are
 kept, so memory stays flat however many images there are.
+
+With `boxes="haar"`, each image is scanned by the Haar detector `fer predict` uses (the `still` preset) and a
+labelled face that a Haar box finds (IoU >= 0.5) is cropped from that box instead of its labelled one: the
+classifier then trains on the crop geometry it meets in service. Faces Haar misses keep their labelled box.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from fer_core.labels import NUM_CLASSES
 
 LABEL_FILE = "label/label.lst"
 IMAGES = "origin"
+BOX_SOURCES = ("labelled", "haar")
+MIN_IOU = 0.5  # a Haar box stands for a labelled face when they overlap this much (as in the evaluation)
 
 
 @dataclass(frozen=True)
@@ -81,20 +87,44 @@ def _load_image(root: str, name: str) -> tuple[np.ndarray | None, str]:
     return img, ""
 
 
-def _crop_image(root: str, name: str, boxes: list[Box], margin: float) -> list[tuple[Box, np.ndarray | None, str]]:
+def haar_boxes(gray: np.ndarray, boxes: list[Box], detector) -> list[tuple[int, int, int, int] | None]:
+    """For each labelled box, the (x, y, w, h) Haar box that found it (IoU >= MIN_IOU), or None."""
+    from fer_core.evaluate import match_boxes
+
+    labelled = np.array([[b.left, b.top, b.right - b.left, b.bottom - b.top] for b in boxes], np.float64)
+    found = detector.detect(gray)
+    return [None if j is None else tuple(int(v) for v in found[j])
+            for j in match_boxes(labelled.reshape(-1, 4), found, MIN_IOU)]
+
+
+def _crop_image(root: str, name: str, boxes: list[Box], margin: float, detector=None,
+                ) -> list[tuple[Box, np.ndarray | None, str]]:
     img, reason = _load_image(root, name)
     if img is None:
         return [(b, None, reason) for b in boxes]
+    matched = haar_boxes(img, boxes, detector) if detector is not None else [None] * len(boxes)
     out = []
-    for b in boxes:
-        face = crop_face(img, b, margin)
+    for b, haar in zip(boxes, matched, strict=True):
+        face = crop_face(img, b, margin) if haar is None else crop.crop_face(img, haar, margin)
         out.append((b, face, "" if face is not None else "empty_box"))
     return out
 
 
-def iter_faces(root: str, boxes: list[Box], margin: float, workers: int = 0,
+def _detector(boxes: str):
+    if boxes not in BOX_SOURCES:
+        raise ValueError(f"data.expw_boxes must be one of {BOX_SOURCES}, got {boxes!r}")
+    if boxes == "labelled":
+        return None
+    from fer_core import detect
+
+    return detect.preset("still")
+
+
+def iter_faces(root: str, boxes: list[Box], margin: float, workers: int = 0, box_source: str = "labelled",
                ) -> Iterator[tuple[Box, np.ndarray | None, str]]:
-    """Stream (box, face or None, reject reason) per box, decoding each image once, in parallel."""
+    """Stream (box, face or None, reject reason) per box, decoding each image once, in parallel; with
+    `box_source="haar"`, faces Haar finds are cropped from Haar's box (module docstring)."""
+    detector = _detector(box_source)
     by_image: dict[str, list[Box]] = defaultdict(list)
     for b in boxes:
         by_image[b.image].append(b)
@@ -105,7 +135,7 @@ def iter_faces(root: str, boxes: list[Box], margin: float, workers: int = 0,
                                                                          unit="image") as bar:
         pending = []
         for name in names:
-            pending.append(pool.submit(_crop_image, root, name, by_image[name], margin))
+            pending.append(pool.submit(_crop_image, root, name, by_image[name], margin, detector))
             if len(pending) >= window:
                 yield from pending.pop(0).result()
                 bar.update(1)
@@ -135,12 +165,13 @@ def shard(boxes: list[Box], n: int) -> list[list[Box]]:
     return [[b for name in images[i:i + size] for b in by_image[name]] for i in range(0, len(images), size)]
 
 
-def decode(root: str, boxes: list[Box], margin: float = 0.10, workers: int = 0) -> tuple[FaceTable, Rejects]:
+def decode(root: str, boxes: list[Box], margin: float = 0.10, workers: int = 0, box_source: str = "labelled",
+           ) -> tuple[FaceTable, Rejects]:
     """Crop the faces of these boxes from their images; the ones that cannot be used are rejects."""
     rejects = Rejects()
     faces = np.zeros((len(boxes), FACE, FACE), np.uint8)
     rows = []
-    for box, face, reason in iter_faces(root, boxes, margin, workers):
+    for box, face, reason in iter_faces(root, boxes, margin, workers, box_source):
         if face is None:
             rejects.add("expw", f"{box.image}#{box.face_id}", reason, f"label.lst line {box.line}")
             continue
@@ -152,9 +183,9 @@ def decode(root: str, boxes: list[Box], margin: float = 0.10, workers: int = 0) 
 
 
 def read(root: str, limit: int = 0, margin: float = 0.10, min_confidence: float | None = None,
-         workers: int = 0) -> tuple[FaceTable, Rejects]:
+         workers: int = 0, box_source: str = "labelled") -> tuple[FaceTable, Rejects]:
     """Read an ExpW root into a face table; faces that cannot be used are skipped and reported."""
     boxes, rejects = read_boxes(root, limit, min_confidence)
-    table, bad = decode(root, boxes, margin, workers)
+    table, bad = decode(root, boxes, margin, workers, box_source)
     rejects.extend(bad)
     return table, rejects
