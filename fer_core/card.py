@@ -45,7 +45,9 @@ def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[s
         f"- model `{t.model}`, {tr.params:,} parameters; epochs run {tr.epochs_run} (budget {t.epochs}); "
         f"batch {t.batch_size}; learning rate {t.learning_rate}",
         (f"- trained for {tr.seconds / 60:.1f} min on {hardware()} ({tr.images_per_second:.0f} images/s)"
-         if tr.epochs_run else f"- no epochs in this run (on {hardware()}): the weights are the warm start's"),
+         if tr.epochs_run else f"- no epochs in this run (on {hardware()}): the weights are the warm start's"
+         if t.model != "ensemble" else f"- assembled (not trained) from {len(t.members)} trained models, "
+         "their probabilities averaged: " + ", ".join(f"`{m}`" for m in t.members)),
         *([f"- warm start from `{t.init_from}` (its own training is described with it)"] if t.init_from else []),
         *(["- saved with horizontal-flip averaging: each face is classified with its mirror image"]
           if t.flip_average else []),

@@ -69,7 +69,10 @@ MIN_COMPACT_WIDTH = 16
 
 
 class TrainSettings(_Section):
-    model: Literal["compact", "mobilenetv2", "vgg16", "resnet50"] = "compact"
+    # "ensemble": the models in `members` averaged (models.ensemble); assembled, not trained: the epochs and
+    # optimiser settings do not apply. For the analysis alias (fer pipeline run --alias analysis).
+    model: Literal["compact", "mobilenetv2", "vgg16", "resnet50", "ensemble"] = "compact"
+    members: list[str] = Field(default_factory=list)  # train.model=ensemble: its members, .keras files
     epochs: int = 40
     batch_size: int = 64
     learning_rate: float = 1e-3

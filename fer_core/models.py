@@ -3,6 +3,7 @@
 `compact` is our own residual depthwise-separable CNN, sized for the realtime worker on 2 CPU cores.
 The transfer models wrap Keras applications: resize inside the model, stack the gray channel to RGB,
 apply the family's own input scaling, then the (optionally pre-trained) base and a small head.
+An `ensemble` is assembled from trained models (`train.members`), for offline analysis.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fer_core.data.table import FACE  # noqa: E402
 from fer_core.labels import NUM_CLASSES  # noqa: E402
 
 ZOO = ("compact", "mobilenetv2", "vgg16", "resnet50")
+ENSEMBLE = "ensemble"
 
 
 def _face_input(mean: float, std: float) -> tuple[keras.KerasTensor, keras.KerasTensor]:
@@ -131,6 +133,25 @@ def with_flip_average(model: keras.Model) -> keras.Model:
     mirrored = MirrorFaces(name="mirror")(inputs)
     outputs = layers.Average(name="flip_average")([model(inputs), model(mirrored)])
     return keras.Model(inputs, outputs, name=f"{model.name}_flip")
+
+
+def ensemble(members: list[keras.Model]) -> keras.Model:
+    """The members' probabilities averaged, inside one saved model (each member keeps its own preprocessing).
+
+    Independently trained networks err on different faces, so their average is right more often than any
+    one of them, at the sum of their compute: a model for `fer analyze` and `fer predict` (the `analysis`
+    alias), not for the realtime worker. Members saved with flip averaging are unwrapped: flip the
+    ensemble as a whole (`with_flip_average`) to get the same answer with one mirror per member.
+    """
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+    inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
+    outputs = []
+    for i, member in enumerate(members):
+        member = unwrap(member)
+        member.name = f"member{i}"  # layer names must be unique inside the ensemble
+        outputs.append(member(inputs))
+    return keras.Model(inputs, layers.Average(name="ensemble_average")(outputs), name=ENSEMBLE)
 
 
 def unwrap(model: keras.Model) -> keras.Model:

@@ -157,6 +157,23 @@ def warm_start(model: keras.Model, path: str) -> None:
     log.info("weights initialised from %s", path)
 
 
+def assemble(settings: Settings, run_dir: Path) -> TrainResult:
+    """`train.model=ensemble`: the trained `train.members` averaged into one model; no training happens."""
+    t = settings.train
+    missing = [m for m in t.members if not Path(m).is_file()]
+    if len(t.members) < 2 or missing:
+        raise ValueError("train.model=ensemble needs train.members: at least 2 .keras files"
+                         + (f"; not found: {', '.join(missing)}" if missing else f", got {len(t.members)}"))
+    model = models.ensemble([models.load(m) for m in t.members])
+    if t.flip_average:
+        model = models.with_flip_average(model)
+    model_path = run_dir / MODEL_FILE
+    model.save(model_path)
+    log.info("ensemble of %d members saved to %s", len(t.members), model_path)
+    return TrainResult(model, model_path, {}, 0.0, 0, math.nan, model.count_params(),
+                       {"members": list(t.members), "images_seen": 0, "budget_spent": False})
+
+
 def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], run_dir: str | Path,
           callbacks: list[keras.callbacks.Callback] | None = None,
           sources: dict[str, np.ndarray] | None = None) -> TrainResult:
@@ -165,6 +182,8 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     t = settings.train
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if t.model == models.ENSEMBLE:
+        return assemble(settings, run_dir)
     keras.utils.set_random_seed(t.seed)
     if t.threads:
         import tensorflow as tf

@@ -272,6 +272,31 @@ def test_warm_start_continues_from_a_saved_model(settings_factory, tmp_path):
         train.train(wider, splits, tmp_path / "d")
 
 
+def test_an_ensemble_averages_its_members_and_loads_safely(settings_factory, tmp_path):
+    """train.model=ensemble assembles trained members (no training): its answer is the mean of theirs (each
+    averaged over the mirror image once, flip-averaged members unwrapped), it reloads in safe mode and
+    TFLite agrees with Keras."""
+    x, y = _real_subset()
+    splits = {"train": (x, y), "val": (x, y)}
+    common = ("train.epochs=1", "train.batch_size=16", "train.width=16")
+    a = train.train(settings_factory(*common), splits, tmp_path / "a")  # flip-averaged, the default
+    b = train.train(settings_factory(*common, "train.seed=7", "train.flip_average=false"), splits, tmp_path / "b")
+    members = f'train.members=["{a.model_path}", "{b.model_path}"]'
+    result = train.train(settings_factory("train.model=ensemble", members), splits, tmp_path / "e")
+    assert result.epochs_run == 0 and result.extra["members"] == [str(a.model_path), str(b.model_path)]
+    faces = x[:32]
+    want = (a.model.predict(faces, verbose=0) + models.with_flip_average(b.model).predict(faces, verbose=0)) / 2
+    saved = models.load(str(result.model_path))
+    assert np.allclose(saved.predict(faces, verbose=0), want, atol=1e-5)
+    assert np.allclose(Classifier.from_keras(saved).predict(faces), want, atol=1e-4)
+    with pytest.raises(ValueError, match="at least 2"):
+        train.train(settings_factory("train.model=ensemble", f'train.members=["{a.model_path}"]'), splits,
+                    tmp_path / "f")
+    with pytest.raises(ValueError, match="not found"):
+        train.train(settings_factory("train.model=ensemble", f'train.members=["{a.model_path}", "nope.keras"]'),
+                    splits, tmp_path / "g")
+
+
 def test_cosine_schedule_decays_to_a_hundredth(settings_factory, tmp_path):
     """train.lr_schedule=cosine: the rate falls from learning_rate to 1/100 of it over the epochs, whatever
     validation does (plateau, the default, would keep 1e-3 over three short epochs)."""
