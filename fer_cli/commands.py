@@ -248,8 +248,9 @@ def cmd_pipeline_run(args) -> int:
     from flows.retrain import retrain
 
     overrides = list(args.set or [])
-    if args.alias:  # gate against, and promote to, this alias instead of the champion
-        overrides += [f'registry.champion_alias="{args.alias}"', f'registry.challenger_alias="{args.alias}-challenger"']
+    if args.alias:  # gate against, and promote to, this alias instead of the champion (--set may still say more)
+        overrides = [f'registry.champion_alias="{args.alias}"', f'registry.challenger_alias="{args.alias}-challenger"',
+                     f'gate.compare_first_with="{s.registry.champion_alias}"', *overrides]
         s = load_settings(args.config, overrides)
     with prefect_api():
         result = retrain.with_options(task_runner=_task_runner(s))(args.config, overrides)
@@ -290,6 +291,7 @@ def pipeline_summary(result: dict) -> dict:
                     "run_id": result["train"]["run_id"], "train_reused": result["train"]["reused"],
                     "version": result["version"]["version"], "version_reused": result["version"].get("reused", False),
                     "decision": result["decision"]["verdict"], "reasons": result["decision"]["reasons"],
+                    "champion_before": result["decision"]["champion_version"],
                     "metrics": {n: {k: r[k] for k in ("n", "accuracy", "macro_f1", "loss")}
                                 for n, r in result["decision"]["candidate"].items()},
                     "champion_metrics": {n: {k: r[k] for k in ("n", "accuracy", "macro_f1", "loss")}

@@ -130,6 +130,10 @@ class GateSettings(_Section):
     # over all benchmark sets together, and not worse at it on any one set.
     alpha: float = 0.05
     benchmarks: list[str] = Field(default_factory=lambda: ["test", "fer2013_publictest"])
+    # When the alias being gated has no version yet, compare with this alias's version instead of with nothing:
+    # fer pipeline run --alias analysis sets it to the champion, so a first analysis model must beat the
+    # model fer predict would otherwise use.
+    compare_first_with: str = ""
 
 
 class WandbSettings(_Section):

@@ -71,6 +71,12 @@ def run_gate(settings: Settings, candidate_clf, candidate_latency_ms: float,
     decide; the candidate's own test faces are new to it by construction, the champion's are removed."""
     current = registry.champion(settings)
     notes: list[str] = []
+    fallback = settings.gate.compare_first_with
+    if current is None and fallback and fallback != settings.registry.champion_alias:
+        current = registry.alias_version(settings, fallback)
+        if current is not None:
+            notes.append(f"INFO no version is {settings.registry.champion_alias} yet: compared with "
+                         f"{fallback} version {current.version}, the model used without one")
     if current is not None:
         seen = training_faces(settings, current)
         fixed = {name: v for name, v in sets.items() if name in fixed_test_sets(settings)}

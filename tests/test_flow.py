@@ -129,11 +129,20 @@ def test_analysis_alias_is_gated_like_the_champion_and_preferred_offline(harness
     assert retrain(None, ov)["status"] == "promoted"
     s = load_settings(None, ov, environ={})
     args = [arg for o in [*ov, "train.seed=7"] for arg in ("--set", o)]
-    proc = subprocess.run(helpers.fer_cmd("pipeline", "run", "--alias", "analysis", *args), capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout)
-    assert out["version"] == "2" and out["status"] == "promoted" and out["through_detector"]["detection_recall"] >= 0
+
+    def analysis_run(*extra: str) -> dict:
+        proc = subprocess.run(helpers.fer_cmd("pipeline", "run", "--alias", "analysis", *args, *extra),
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout)
+
+    # the first analysis model is gated against the champion, the model fer predict uses without one
+    first = analysis_run()
+    assert first["champion_before"] == "1" and any("compared with champion version 1" in r for r in first["reasons"])
+    # (on this tiny data no model is significantly better than another: compared with nothing, it passes)
+    out = analysis_run("--set", 'gate.compare_first_with=""')
+    assert out["champion_before"] is None and out["version"] == "2" and out["status"] == "promoted", out
+    assert out["through_detector"]["detection_recall"] >= 0
     assert registry.alias_version(s, "analysis").version == "2" and registry.champion(s).version == "1"
     # a second analysis candidate is compared with the analysis model, not with the champion
     again = retrain(None, [*ov, "train.seed=8", 'registry.champion_alias="analysis"',
