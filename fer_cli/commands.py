@@ -212,7 +212,7 @@ def cmd_train(args) -> int:
           "dataset": ds.version, "model": s.train.model, "params": tr.params, "epochs_run": tr.epochs_run,
           "train_seconds": round(tr.seconds, 1), "images_seen": tr.extra.get("images_seen", 0),
           "budget_spent": tr.extra.get("budget_spent", False),
-          "best_val_accuracy": max(tr.history.get("val_categorical_accuracy", [float("nan")])),
+          "best_val_accuracy": max(tr.history.get("val_categorical_accuracy", []), default=None),
           "metrics": {n: {k: r[k] for k in ("n", "accuracy", "macro_f1", "loss")} for n, r in run.results.items()},
           "speed": run.speed})
     return 0

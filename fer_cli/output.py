@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any, TextIO
 
@@ -15,8 +16,19 @@ def bind(stream: TextIO) -> None:
     _stream = stream
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no such numbers, and strict parsers refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def emit(payload: Any) -> None:
-    json.dump(payload, _stream, indent=2, default=str)
+    json.dump(_finite(payload), _stream, indent=2, default=str, allow_nan=False)
     _stream.write("\n")
     _stream.flush()
 

@@ -48,3 +48,20 @@ def test_progress_bar_on_a_terminal_only(small_data, tmp_path):
     assert rc == 0 and "ExpW images" not in piped and "image/s" not in piped
     rc, quiet = _build(small_data, tmp_path / "c", "-q", tty=True)
     assert rc == 0 and "ExpW images" not in quiet, quiet[-2000:]
+
+
+def test_results_on_stdout_are_strict_json():
+    """A metric that does not exist (no validation epochs: NaN) is null, not the NaN strict parsers refuse."""
+    import io
+    import json
+
+    from fer_cli import output
+
+    out = io.StringIO()
+    output.bind(out)
+    try:
+        output.emit({"best_val_accuracy": float("nan"), "speed": [1.5, float("inf")], "n": 3})
+    finally:
+        output.bind(__import__("sys").stdout)
+    assert json.loads(out.getvalue(), parse_constant=lambda c: pytest.fail(f"{c} in the output")) == {
+        "best_val_accuracy": None, "speed": [1.5, None], "n": 3}
