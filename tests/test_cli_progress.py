@@ -54,6 +54,7 @@ def test_results_on_stdout_are_strict_json():
     """A metric that does not exist (no validation epochs: NaN) is null, not the NaN strict parsers refuse."""
     import io
     import json
+    import sys
 
     from fer_cli import output
 
@@ -62,6 +63,6 @@ def test_results_on_stdout_are_strict_json():
     try:
         output.emit({"best_val_accuracy": float("nan"), "speed": [1.5, float("inf")], "n": 3})
     finally:
-        output.bind(__import__("sys").stdout)
+        output.bind(sys.stdout)
     assert json.loads(out.getvalue(), parse_constant=lambda c: pytest.fail(f"{c} in the output")) == {
         "best_val_accuracy": None, "speed": [1.5, None], "n": 3}
