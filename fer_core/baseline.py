@@ -63,7 +63,8 @@ def bootstrap(settings: Settings, force: bool = False) -> dict[str, Any]:
             mlflow.log_artifact(str(Path(tmp) / registry.TFLITE))
         logged = mlflow.tensorflow.log_model(model, name="model", pip_requirements=tracking.model_requirements())
     tags = {**provenance, "dataset.fingerprint": json.dumps(info.get("fingerprint", {})),
-            "config_hash": info.get("config_hash", ""), "model": "compact", registry.DECISION_TAG: "bootstrap",
+            "config_hash": info.get("config_hash", ""), "model": info.get("params", {}).get("train.model", "compact"),
+            registry.DECISION_TAG: "bootstrap",
             **{f"metric.{k}": v for k, v in metrics.items()}}
     version = registry.register(settings, logged.model_uri, tags, run_id=run.info.run_id)
     moved = promotion.move_champion(settings, version.version, "bootstrap", "shipped baseline model")

@@ -42,8 +42,9 @@ def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[s
         f"SMOTE {'on' if settings.balance.smote else 'off'}; "
         f"{sum(ds.stats['counts']['smote'].values()):,} training faces",
         "", "## Training",
-        f"- model `{t.model}`, {tr.params:,} parameters; epochs run {tr.epochs_run} (budget {t.epochs}); "
-        f"batch {t.batch_size}; learning rate {t.learning_rate}",
+        f"- model `{t.model}`, {tr.params:,} parameters"
+        + (f"; epochs run {tr.epochs_run} (budget {t.epochs}); batch {t.batch_size}; learning rate {t.learning_rate}"
+           if t.model != "ensemble" else ""),
         (f"- trained for {tr.seconds / 60:.1f} min on {hardware()} ({tr.images_per_second:.0f} images/s)"
          if tr.epochs_run else f"- no epochs in this run (on {hardware()}): the weights are the warm start's"
          if t.model != "ensemble" else f"- assembled (not trained) from {len(t.members)} trained models, "

@@ -2,11 +2,11 @@
 
 Everything written comes from the registry and MLflow, never typed by hand: the version's tags (dataset,
 fingerprints, config hash, commit, gate decision and figures), its training run's parameters, metrics and
-generated model card; and, when the run started from another model (`train.init_from`), the MLflow run that
-trained that model (`--init-run HOME:RUN_ID`): its parameters, epochs and metrics, so the card says how the
-weights were made and on what machine.
+generated model card; and, when the run started from other models (`train.init_from`, or the members of an
+ensemble), the MLflow run that trained each (`--init-run HOME:RUN_ID`, once per model, in order): its
+parameters, epochs and metrics, so the card says how the weights were made and on what machine.
 
-Usage: python scripts/ship_baseline.py --home HOME --version N [--init-run HOME2:RUN_ID] [--command "..."]
+Usage: python scripts/ship_baseline.py --home HOME --version N [--init-run HOME2:RUN_ID ...] [--command "..."]
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from fer_core.config import load_settings  # noqa: E402
 ASSETS = ROOT / "fer_core" / "assets"
 KEPT_PARAMS = ("balance.undersample", "balance.smote", "train.model", "train.width", "train.epochs",
                "train.batch_size", "train.learning_rate", "train.lr_schedule", "train.label_smoothing",
-               "train.flip_average", "train.init_from", "split.seed", "data.margin", "augment.enabled")
+               "train.flip_average", "train.init_from", "train.members", "train.seed", "split.seed", "data.margin",
+               "augment.enabled")
 
 
 def run_facts(home: str, run_id: str) -> dict[str, Any]:
@@ -54,8 +55,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", required=True, help="the fer home whose registry holds the version")
     ap.add_argument("--version", required=True)
-    ap.add_argument("--init-run", default="", help="HOME:RUN_ID of the run that trained the warm-start model")
-    ap.add_argument("--init-command", default="", help="the command line that ran the warm-start training")
+    ap.add_argument("--init-run", action="append", default=[],
+                    help="HOME:RUN_ID of the run that trained the warm-start model or an ensemble member (repeat)")
+    ap.add_argument("--init-command", action="append", default=[],
+                    help="the command line of each --init-run, in the same order")
     ap.add_argument("--command", default="", help="the command line that registered the version")
     args = ap.parse_args()
     import mlflow
@@ -81,12 +84,13 @@ def main() -> None:
                   f"- registered as version {args.version} by `{args.command or 'fer pipeline run'}` "
                   f"(MLflow run `{version.run_id}`); gate: **{info['gate_decision']}**"]
     provenance += [f"  - {reason}" for reason in info["gate_reasons"]]
-    if args.init_run:
-        home, run_id = args.init_run.rsplit(":", 1)
+    commands = args.init_command + [""] * (len(args.init_run) - len(args.init_command))
+    for init_run, command in zip(args.init_run, commands, strict=True):
+        home, run_id = init_run.rsplit(":", 1)
         init = run_facts(home, run_id)
-        info["training"] = {"command": args.init_command, **init}
+        info.setdefault("training", []).append({"command": command, **init})
         m = init["metrics"]
-        provenance += [f"- the weights were trained by `{args.init_command or 'fer train'}` (MLflow run `{run_id}`, "
+        provenance += [f"- weights trained by `{command or 'fer train'}` (MLflow run `{run_id}`, "
                        f"commit `{init['git_commit']}`, dataset `{init['dataset_version']}`): "
                        f"{int(m.get('epochs_run', 0))} epochs, {m.get('train_seconds', 0) / 60:.0f} min at "
                        f"{m.get('train_images_per_s', 0):.0f} images/s ({init['trained'] or 'its card says no more'}); "
