@@ -97,8 +97,8 @@ class TrainSettings(_Section):
     threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's default
     max_minutes: float = 0.0  # stop training after this many minutes (0 = no limit): equal budgets on a CPU
     # Save the model averaging its probabilities over the face and its mirror image (models.with_flip_average):
-    # +1.4 points PublicTest accuracy, +1.3 macro-F1, calibration error 0.028 -> 0.014 for the shipped model
-    # (+1.3, +1.7, 0.047 -> 0.019 for the one before), at twice the compute per face (docs/EXPERIMENTS.md).
+    # +1.4 points PublicTest accuracy, +1.3 macro-F1, calibration error 0.028 -> 0.014 for one network (+1.3,
+    # +1.7, 0.047 -> 0.019 for another), at twice the compute per face (docs/EXPERIMENTS.md).
     flip_average: bool = True
     init_from: str = ""  # warm start: a .keras model of the same architecture whose weights training starts from
 
