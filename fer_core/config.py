@@ -70,7 +70,7 @@ MIN_COMPACT_WIDTH = 16
 
 class TrainSettings(_Section):
     # "ensemble": the models in `members` averaged (models.ensemble); assembled, not trained: the epochs and
-    # optimiser settings do not apply. For the analysis alias (fer pipeline run --alias analysis).
+    # optimiser settings do not apply. The shipped champion is one (two members); more suit the analysis alias.
     model: Literal["compact", "mobilenetv2", "vgg16", "resnet50", "ensemble"] = "compact"
     members: list[str] = Field(default_factory=list)  # train.model=ensemble: its members, .keras files
     epochs: int = 40

@@ -3,7 +3,7 @@
 `compact` is our own residual depthwise-separable CNN, sized for the realtime worker on 2 CPU cores.
 The transfer models wrap Keras applications: resize inside the model, stack the gray channel to RGB,
 apply the family's own input scaling, then the (optionally pre-trained) base and a small head.
-An `ensemble` is assembled from trained models (`train.members`), for offline analysis.
+An `ensemble` is assembled from trained models (`train.members`).
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ def ensemble(members: list[keras.Model]) -> keras.Model:
     """The members' probabilities averaged, inside one saved model (each member keeps its own preprocessing).
 
     Independently trained networks err on different faces, so their average is right more often than any
-    one of them, at the sum of their compute: a model for `fer analyze` and `fer predict` (the `analysis`
-    alias), not for the realtime worker. Members saved with flip averaging are unwrapped: flip the
+    one of them, at the sum of their compute (two compact members fit the worker's speed targets, more
+    suit the `analysis` alias: docs/BENCHMARKS.md). Members saved with flip averaging are unwrapped: flip the
     ensemble as a whole (`with_flip_average`) to get the same answer with one mirror per member.
     """
     if len(members) < 2:
