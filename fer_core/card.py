@@ -29,6 +29,12 @@ def hardware() -> str:
     return f"{cpu}, {os.cpu_count()} cores" + (f", GPU {', '.join(gpus)}" if gpus else ", no GPU")
 
 
+def calibration_line(c: dict[str, float]) -> str:
+    return (f"- calibrated: probabilities re-scaled by temperature {c['temperature']:.3f}, fitted on the validation "
+            f"split (calibration error there {c['val_ece_before_calibration']:.4f} -> {c['val_ece']:.4f}); "
+            "no prediction changes")
+
+
 def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[str, dict[str, Any]],
                speed: dict[str, float], commit: str, end_to_end: dict[str, Any] | None = None) -> str:
     t = settings.train
@@ -52,6 +58,7 @@ def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[s
         *([f"- warm start from `{t.init_from}` (its own training is described with it)"] if t.init_from else []),
         *(["- saved with horizontal-flip averaging: each face is classified with its mirror image"]
           if t.flip_average else []),
+        *([calibration_line(tr.extra["calibration"])] if tr.extra.get("calibration") else []),
         f"- augmentation: {json.dumps(settings.augment.model_dump(mode='json'))}",
         f"- git commit `{commit}`; config hash `{settings.section_hash('data', 'balance', 'split', 'augment', 'train')}`",
         "", "## Speed (TFLite, this CPU)",

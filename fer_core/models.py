@@ -22,6 +22,7 @@ from fer_core.labels import NUM_CLASSES  # noqa: E402
 
 ZOO = ("compact", "mobilenetv2", "vgg16", "resnet50")
 ENSEMBLE = "ensemble"
+FLIPPED, CALIBRATED = "_flip", "_cal"  # name suffixes of the wrappers below (unwrap finds the network)
 
 
 def _face_input(mean: float, std: float) -> tuple[keras.KerasTensor, keras.KerasTensor]:
@@ -132,7 +133,7 @@ def with_flip_average(model: keras.Model) -> keras.Model:
     inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
     mirrored = MirrorFaces(name="mirror")(inputs)
     outputs = layers.Average(name="flip_average")([model(inputs), model(mirrored)])
-    return keras.Model(inputs, outputs, name=f"{model.name}_flip")
+    return keras.Model(inputs, outputs, name=f"{model.name}{FLIPPED}")
 
 
 def ensemble(members: list[keras.Model]) -> keras.Model:
@@ -140,24 +141,81 @@ def ensemble(members: list[keras.Model]) -> keras.Model:
 
     Independently trained networks err on different faces, so their average is right more often than any
     one of them, at the sum of their compute (two compact members fit the worker's speed targets, more
-    suit the `analysis` alias: docs/BENCHMARKS.md). Members saved with flip averaging are unwrapped: flip the
-    ensemble as a whole (`with_flip_average`) to get the same answer with one mirror per member.
+    suit the `analysis` alias: docs/BENCHMARKS.md). Members saved with flip averaging or a temperature are
+    unwrapped: flip (`with_flip_average`) and calibrate (`with_temperature`) the ensemble as a whole. Their
+    optimizer state is left behind: an ensemble is assembled, never trained.
     """
     if len(members) < 2:
         raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
     inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
     outputs = []
     for i, member in enumerate(members):
-        member = unwrap(member)
+        member = without_optimizer(unwrap(member))
         member.name = f"member{i}"  # layer names must be unique inside the ensemble
         outputs.append(member(inputs))
     return keras.Model(inputs, layers.Average(name="ensemble_average")(outputs), name=ENSEMBLE)
 
 
+@keras.saving.register_keras_serializable(package="fer")
+class Temperature(layers.Layer):
+    """Probabilities re-scaled by a temperature: softmax(log(p) / T). T > 1 softens, T < 1 sharpens; the
+    ranking of the emotions never changes, so neither does any prediction."""
+
+    def __init__(self, temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not temperature > 0:
+            raise ValueError(f"a temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+
+    def call(self, probs):
+        logits = keras.ops.log(keras.ops.clip(probs, 1e-7, 1.0))
+        return keras.ops.softmax(logits / self.temperature, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
+    """The model's probabilities re-scaled by `temperature` (fer_core.calibrate fits it), inside one saved model,
+    so the worker's overlay, the timeline's mean probabilities and the gate's loss all see calibrated ones."""
+    inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
+    outputs = Temperature(temperature, name="temperature")(model(inputs))
+    return keras.Model(inputs, outputs, name=f"{model.name}{CALIBRATED}")
+
+
+def temperature_of(model: keras.Model) -> float | None:
+    """The temperature a `with_temperature` model applies, or None for an uncalibrated one."""
+    found = [layer.temperature for layer in model.layers if isinstance(layer, Temperature)]
+    return found[0] if found else None
+
+
+
 def unwrap(model: keras.Model) -> keras.Model:
-    """The model inside a `with_flip_average` wrapper, or the model itself."""
-    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    return inner[0] if model.name.endswith("_flip") and len(inner) == 1 else model
+    """The network inside `with_temperature` and `with_flip_average` wrappers, or the model itself."""
+    while model.name.endswith((FLIPPED, CALIBRATED)):
+        inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+        if len(inner) != 1:
+            break
+        model = inner[0]
+    return model
+
+
+def _drop_compile_config(config):
+    if isinstance(config, dict):
+        return {k: _drop_compile_config(v) for k, v in config.items() if k != "compile_config"}
+    if isinstance(config, list):
+        return [_drop_compile_config(v) for v in config]
+    return config
+
+
+def without_optimizer(model: keras.Model) -> keras.Model:
+    """A copy with the same weights and no training state. A compiled network saved inside a wrapper (flip
+    averaging, an ensemble) otherwise carries its optimizer's config and moments: 2 floats per weight, dead
+    weight in a served model (the shipped ensemble was 3.9 MB for 294k parameters)."""
+    config = _drop_compile_config(keras.saving.serialize_keras_object(model))
+    fresh = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    fresh.set_weights(model.get_weights())
+    return fresh
 
 
 def is_transfer(model: keras.Model) -> bool:

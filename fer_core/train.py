@@ -20,6 +20,7 @@ import numpy as np
 from fer_core import models
 from fer_core.augment import build_augmenter
 from fer_core.balance import weight_sources
+from fer_core.calibrate import calibrate
 from fer_core.config import Settings
 from fer_core.labels import NUM_CLASSES
 from fer_core.progress import keras_callback as progress_bar
@@ -157,21 +158,34 @@ def warm_start(model: keras.Model, path: str) -> None:
     log.info("weights initialised from %s", path)
 
 
-def assemble(settings: Settings, run_dir: Path) -> TrainResult:
-    """`train.model=ensemble`: the trained `train.members` averaged into one model; no training happens."""
+def finish(model: keras.Model, settings: Settings, val: tuple[np.ndarray, np.ndarray]) -> tuple[keras.Model, dict]:
+    """The trained network as it is served: without training state, flip-averaged (`train.flip_average`),
+    then calibrated on the validation split (`train.calibrate`); the calibration's figures for the run."""
+    t = settings.train
+    model = models.without_optimizer(model)
+    if t.flip_average:
+        model = models.with_flip_average(model)
+    if not t.calibrate or not len(val[1]):
+        return model, {}
+    model, calibration = calibrate(model, *val)
+    return model, calibration.as_metrics()
+
+
+def assemble(settings: Settings, run_dir: Path, val: tuple[np.ndarray, np.ndarray]) -> TrainResult:
+    """`train.model=ensemble`: the trained `train.members` averaged into one model; no training happens
+    (the ensemble's temperature is fitted on the validation split: averaging makes it under-confident)."""
     t = settings.train
     missing = [m for m in t.members if not Path(m).is_file()]
     if len(t.members) < 2 or missing:
         raise ValueError("train.model=ensemble needs train.members: at least 2 .keras files"
                          + (f"; not found: {', '.join(missing)}" if missing else f", got {len(t.members)}"))
-    model = models.ensemble([models.load(m) for m in t.members])
-    if t.flip_average:
-        model = models.with_flip_average(model)
+    model, calibration = finish(models.ensemble([models.load(m) for m in t.members]), settings, val)
     model_path = run_dir / MODEL_FILE
     model.save(model_path)
     log.info("ensemble of %d members saved to %s", len(t.members), model_path)
     return TrainResult(model, model_path, {}, 0.0, 0, math.nan, model.count_params(),
-                       {"members": list(t.members), "images_seen": 0, "budget_spent": False})
+                       {"members": list(t.members), "images_seen": 0, "budget_spent": False,
+                        "calibration": calibration})
 
 
 def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], run_dir: str | Path,
@@ -183,7 +197,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if t.model == models.ENSEMBLE:
-        return assemble(settings, run_dir)
+        return assemble(settings, run_dir, splits["val"])
     keras.utils.set_random_seed(t.seed)
     if t.threads:
         import tensorflow as tf
@@ -245,11 +259,11 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     best = run_dir / "best.keras"
     if best.is_file():  # EarlyStopping restores the best weights only when it stops early
         model.set_weights(models.load(str(best)).get_weights())
-    if t.flip_average:
-        model = models.with_flip_average(model)
+    model, calibration = finish(model, settings, (x_val, y_val))
     model_path = run_dir / MODEL_FILE
     model.save(model_path)
     images = min(batches * t.batch_size, epochs_run * len(x_train))  # the last batch of an epoch may be short
     ips = images / seconds if seconds else math.nan
     return TrainResult(model, model_path, history, seconds, epochs_run, ips, model.count_params(),
-                       {"mean": mean, "std": std, "images_seen": images, "budget_spent": bool(budget and budget.spent)})
+                       {"mean": mean, "std": std, "images_seen": images, "budget_spent": bool(budget and budget.spent),
+                        "calibration": calibration})

@@ -1,13 +1,15 @@
 """The model zoo: build, train briefly, save and reload to identical predictions; fast inference agrees."""
 
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from fer_core import augment, models, train
+from fer_core import augment, calibrate, evaluate, models, train
 from fer_core.classify import Classifier
 from fer_core.config import AugmentSettings
 from tests import helpers
@@ -113,17 +115,71 @@ def test_flip_average_is_the_mean_over_the_mirror_image(tiny_model_path, tmp_pat
     """The saved model averages the face and its mirror image: a mirrored face gets the same answer, the
     output is the plain model's mean over both, and it survives saving (safe mode) and TFLite."""
     saved = models.load(str(tiny_model_path))
-    assert saved.name.endswith("_flip") and [layer.name for layer in saved.layers][1] == "mirror"
+    assert saved.name.endswith("_flip_cal")  # flip-averaged, then calibrated (the defaults)
     plain = models.unwrap(saved)
     assert plain is not saved and plain.name == "compact" and models.unwrap(plain) is plain
     assert len(saved.get_weights()) == len(plain.get_weights())  # no weights of its own
+    flipped = models.with_flip_average(plain)
+    assert [layer.name for layer in flipped.layers][1] == "mirror"
     faces = np.random.default_rng(3).integers(0, 256, (16, 48, 48), dtype=np.uint8)
     mirrored = faces[:, :, ::-1]
     expected = (plain.predict(faces, verbose=0) + plain.predict(mirrored, verbose=0)) / 2
     assert not np.allclose(plain.predict(faces, verbose=0), plain.predict(mirrored, verbose=0), atol=1e-3)
-    assert np.allclose(saved.predict(faces, verbose=0), expected, atol=1e-6)
-    assert np.allclose(saved.predict(mirrored, verbose=0), expected, atol=1e-6)
-    assert np.allclose(Classifier.from_keras(saved).predict(mirrored), expected, atol=1e-4)
+    assert np.allclose(flipped.predict(faces, verbose=0), expected, atol=1e-6)
+    assert np.allclose(flipped.predict(mirrored, verbose=0), expected, atol=1e-6)
+    calibrated = calibrate.tempered(expected, models.temperature_of(saved))
+    assert np.allclose(saved.predict(mirrored, verbose=0), calibrated, atol=1e-5)
+    assert np.allclose(Classifier.from_keras(saved).predict(mirrored), calibrated, atol=1e-4)
+
+
+def test_temperature_fit_recovers_a_known_miscalibration():
+    """Labels drawn from softmax(z / 2.5) while the model says softmax(z): the model is over-confident by a
+    temperature of 2.5, and the fit finds it; a calibrated model gets about 1; the ECE falls."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (20000, 7))
+    model_probs = calibrate.tempered(np.exp(logits), 1.0)
+    truth = calibrate.tempered(model_probs, 2.5)
+    y = np.array([rng.choice(7, p=p) for p in truth])
+    t = calibrate.fit_temperature(model_probs, y)
+    assert t == pytest.approx(2.5, rel=0.05)
+    assert calibrate.fit_temperature(truth, y) == pytest.approx(1.0, rel=0.05)
+    after = calibrate.tempered(model_probs, t)
+    assert (after.argmax(1) == model_probs.argmax(1)).all()  # no prediction changes
+    assert evaluate.expected_calibration_error(y, after) < 0.02 < evaluate.expected_calibration_error(y, model_probs)
+    with pytest.raises(ValueError, match="positive"):
+        models.Temperature(0.0)
+
+
+def test_a_trained_model_is_saved_calibrated_and_without_training_state(settings_factory, tmp_path):
+    """The saved model: the trained network's answers re-scaled by the temperature fitted on the validation
+    split (its figures reported), the same predictions, no optimizer inside (config or weights), and it
+    reloads in safe mode with TFLite agreeing."""
+    import h5py
+
+    x, y = _real_subset()
+    result = train.train(settings_factory("train.epochs=2", "train.batch_size=16", "train.width=16"),
+                         {"train": (x, y), "val": (x[::2], y[::2])}, tmp_path / "run")
+    c = result.extra["calibration"]
+    assert c["temperature"] == models.temperature_of(result.model) and c["temperature"] != 1.0
+    assert c["val_nll"] <= c["val_nll_before_calibration"]
+    saved = models.load(str(result.model_path))
+    network = models.with_flip_average(models.unwrap(saved))
+    raw = network.predict(x, verbose=0)
+    probs = saved.predict(x, verbose=0)
+    assert np.allclose(probs, calibrate.tempered(raw, c["temperature"]), atol=1e-5)
+    assert (probs.argmax(1) == raw.argmax(1)).all()
+    assert np.allclose(Classifier.from_keras(saved).predict(x), probs, atol=1e-4)
+    with zipfile.ZipFile(result.model_path) as z:
+        assert "optimizer" not in z.read("config.json").decode()
+        with h5py.File(io.BytesIO(z.read("model.weights.h5"))) as h5:
+            names: list[str] = []
+            h5.visit(names.append)
+    assert names and not [n for n in names if "optimizer" in n]
+    plain = train.train(settings_factory("train.epochs=0", "train.width=16", "train.calibrate=false",
+                                         f'train.init_from="{result.model_path}"'),
+                        {"train": (x, y), "val": (x[::2], y[::2])}, tmp_path / "plain")
+    assert models.temperature_of(plain.model) is None and not plain.extra["calibration"]
+    assert np.allclose(plain.model.predict(x, verbose=0), raw, atol=1e-6)
 
 
 def test_augmentation_only_in_training():
@@ -208,7 +264,8 @@ def test_interrupted_run_resumes_from_checkpoint(settings_factory, tmp_path):
     # with flip averaging, the default)
     best = models.with_flip_average(models.load(str(tmp_path / "run" / "best.keras")))
     saved = models.load(str(resumed.model_path))
-    assert np.allclose(best.predict(x, verbose=0), saved.predict(x, verbose=0), atol=1e-6)
+    want = calibrate.tempered(best.predict(x, verbose=0), models.temperature_of(saved))
+    assert np.allclose(want, saved.predict(x, verbose=0), atol=1e-5)
 
 
 def test_source_weights_need_the_faces_sources(settings_factory, tmp_path):
@@ -285,8 +342,10 @@ def test_an_ensemble_averages_its_members_and_loads_safely(settings_factory, tmp
     result = train.train(settings_factory("train.model=ensemble", members), splits, tmp_path / "e")
     assert result.epochs_run == 0 and result.extra["members"] == [str(a.model_path), str(b.model_path)]
     faces = x[:32]
-    want = (a.model.predict(faces, verbose=0) + models.with_flip_average(b.model).predict(faces, verbose=0)) / 2
+    raw = [models.with_flip_average(models.unwrap(m.model)).predict(faces, verbose=0) for m in (a, b)]
     saved = models.load(str(result.model_path))
+    assert models.unwrap(saved).name == "ensemble"  # members unwrapped, the whole flipped and calibrated once
+    want = calibrate.tempered((raw[0] + raw[1]) / 2, models.temperature_of(saved))
     assert np.allclose(saved.predict(faces, verbose=0), want, atol=1e-5)
     assert np.allclose(Classifier.from_keras(saved).predict(faces), want, atol=1e-4)
     with pytest.raises(ValueError, match="at least 2"):
