@@ -30,9 +30,12 @@ def hardware() -> str:
 
 
 def calibration_line(c: dict[str, float]) -> str:
+    groups = sorted(k[4:-4] for k in c if k.startswith("val_") and k.endswith("_ece") and k != "val_ece")
+    per_source = "; ".join(f"{g} {c[f'val_{g}_ece_before_calibration']:.4f} -> {c[f'val_{g}_ece']:.4f}" for g in groups)
     return (f"- calibrated: probabilities re-scaled by temperature {c['temperature']:.3f}, fitted on the validation "
-            f"split (calibration error there {c['val_ece_before_calibration']:.4f} -> {c['val_ece']:.4f}); "
-            "no prediction changes")
+            f"split{' with each source weighing the same' if groups else ''} (calibration error there "
+            f"{c['val_ece_before_calibration']:.4f} -> {c['val_ece']:.4f}" + (f"; {per_source}" if groups else "")
+            + "); no prediction changes")
 
 
 def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[str, dict[str, Any]],

@@ -8,6 +8,8 @@ Rules (all must hold; every rule's outcome is a reason in the decision):
 - paired on the same faces (McNemar's exact test, when predictions of both models are given): not
   significantly worse on any set, and significantly better over all sets together (one-sided, `alpha`):
   on 3,000 faces one accuracy point is about one standard error, so a point is noise, not a gain;
+- a candidate that predicts what the champion predicts on every face (a recalibration) is better only if
+  its log loss is lower on every benchmark set;
 - with no champion: only the floors (recall, absolute accuracy, latency).
 
 The caller scores both models on faces neither trained on (fer_core.promotion).
@@ -25,11 +27,13 @@ from fer_core.config import GateSettings
 
 def mcnemar(y: np.ndarray, candidate: np.ndarray, champion: np.ndarray) -> dict[str, float]:
     """McNemar's exact test on paired predictions: b faces only the candidate gets right, c only the
-    champion; one-sided p-values that the candidate is better (p_better) or worse (p_worse)."""
+    champion; one-sided p-values that the candidate is better (p_better) or worse (p_worse); `same`: faces
+    on which both predict the same emotion."""
     cand_right, champ_right = candidate == y, champion == y
     b = int((cand_right & ~champ_right).sum())
     c = int((~cand_right & champ_right).sum())
-    return {"n": int(len(y)), "b": b, "c": c, "p_better": mcnemar_counts(b, c), "p_worse": mcnemar_counts(c, b)}
+    return {"n": int(len(y)), "b": b, "c": c, "p_better": mcnemar_counts(b, c), "p_worse": mcnemar_counts(c, b),
+            "same": int((candidate == champion).sum())}
 
 
 @dataclass
@@ -89,9 +93,17 @@ def decide(candidate: dict[str, dict[str, Any]], champion: dict[str, dict[str, A
             rule(t["p_worse"] >= cfg.alpha, f"{name}: paired on {t['n']} faces, only the candidate right on "
                  f"{t['b']}, only the champion on {t['c']}: p(worse) {t['p_worse']:.4f} vs alpha {cfg.alpha}")
         b, c = sum(t["b"] for t in paired.values()), sum(t["c"] for t in paired.values())
-        pooled = mcnemar_counts(b, c)
-        rule(pooled < cfg.alpha, f"all sets: candidate better on {b} faces, champion on {c}: p(better) "
-             f"{pooled:.4f} vs alpha {cfg.alpha} (McNemar, exact)")
+        same = all(t.get("same", 0) == t["n"] for t in paired.values())
+        if same:  # a recalibration: the same answers, so it must give them better probabilities
+            losses = {name: (candidate[name]["loss"], champion[name]["loss"]) for name in paired if name in champion}
+            rule(bool(losses) and all(a < b for a, b in losses.values()),
+                 f"all sets: the champion's prediction on every one of {sum(t['n'] for t in paired.values())} faces "
+                 "(a recalibration), so its probabilities must be better: log loss "
+                 + ", ".join(f"{name} {a:.4f} vs {b:.4f}" for name, (a, b) in losses.items()))
+        else:
+            pooled = mcnemar_counts(b, c)
+            rule(pooled < cfg.alpha, f"all sets: candidate better on {b} faces, champion on {c}: p(better) "
+                 f"{pooled:.4f} vs alpha {cfg.alpha} (McNemar, exact)")
     rule(candidate_latency_ms <= cfg.max_latency_ms,
          f"single-face latency {candidate_latency_ms:.3f} ms vs budget {cfg.max_latency_ms:.3f} ms")
     if champion is None:

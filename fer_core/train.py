@@ -158,20 +158,23 @@ def warm_start(model: keras.Model, path: str) -> None:
     log.info("weights initialised from %s", path)
 
 
-def finish(model: keras.Model, settings: Settings, val: tuple[np.ndarray, np.ndarray]) -> tuple[keras.Model, dict]:
+def finish(model: keras.Model, settings: Settings, val: tuple[np.ndarray, np.ndarray],
+           val_sources: np.ndarray | None = None) -> tuple[keras.Model, dict]:
     """The trained network as it is served: without training state, flip-averaged (`train.flip_average`),
-    then calibrated on the validation split (`train.calibrate`); the calibration's figures for the run."""
+    then calibrated on the validation split, each source weighing the same (`train.calibrate`); the
+    calibration's figures for the run."""
     t = settings.train
     model = models.without_optimizer(model)
     if t.flip_average:
         model = models.with_flip_average(model)
     if not t.calibrate or not len(val[1]):
         return model, {}
-    model, calibration = calibrate(model, *val)
+    model, calibration = calibrate(model, *val, groups=val_sources)
     return model, calibration.as_metrics()
 
 
-def assemble(settings: Settings, run_dir: Path, val: tuple[np.ndarray, np.ndarray]) -> TrainResult:
+def assemble(settings: Settings, run_dir: Path, val: tuple[np.ndarray, np.ndarray],
+             val_sources: np.ndarray | None = None) -> TrainResult:
     """`train.model=ensemble`: the trained `train.members` averaged into one model; no training happens
     (the ensemble's temperature is fitted on the validation split: averaging makes it under-confident)."""
     t = settings.train
@@ -179,7 +182,7 @@ def assemble(settings: Settings, run_dir: Path, val: tuple[np.ndarray, np.ndarra
     if len(t.members) < 2 or missing:
         raise ValueError("train.model=ensemble needs train.members: at least 2 .keras files"
                          + (f"; not found: {', '.join(missing)}" if missing else f", got {len(t.members)}"))
-    model, calibration = finish(models.ensemble([models.load(m) for m in t.members]), settings, val)
+    model, calibration = finish(models.ensemble([models.load(m) for m in t.members]), settings, val, val_sources)
     model_path = run_dir / MODEL_FILE
     model.save(model_path)
     log.info("ensemble of %d members saved to %s", len(t.members), model_path)
@@ -197,7 +200,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if t.model == models.ENSEMBLE:
-        return assemble(settings, run_dir, splits["val"])
+        return assemble(settings, run_dir, splits["val"], (sources or {}).get("val"))
     keras.utils.set_random_seed(t.seed)
     if t.threads:
         import tensorflow as tf
@@ -259,7 +262,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     best = run_dir / "best.keras"
     if best.is_file():  # EarlyStopping restores the best weights only when it stops early
         model.set_weights(models.load(str(best)).get_weights())
-    model, calibration = finish(model, settings, (x_val, y_val))
+    model, calibration = finish(model, settings, (x_val, y_val), (sources or {}).get("val"))
     model_path = run_dir / MODEL_FILE
     model.save(model_path)
     images = min(batches * t.batch_size, epochs_run * len(x_train))  # the last batch of an epoch may be short

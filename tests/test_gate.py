@@ -100,3 +100,26 @@ def test_a_gain_within_the_noise_is_not_a_gain():
     both = {**cand, "fer2013_publictest": result(0.61, 0.5)}
     d = gate.decide(both, {**champ, "fer2013_publictest": result(0.60, 0.5)}, 1.0, cfg, "1", paired=worse_on_one)
     assert not d.promote and any(r.startswith("FAIL fer2013_publictest: paired") for r in d.reasons)
+
+
+def test_a_recalibration_passes_only_with_better_probabilities():
+    """A candidate that predicts what the champion predicts on every face (the champion with a temperature)
+    cannot win a paired test: it passes when its log loss is lower on every set, and fails otherwise."""
+    cfg = GateSettings(min_class_recall=0.2)
+    y = np.zeros(500, int)
+    pred = y.copy()
+    pred[:200] = 3
+    paired = {"test": gate.mcnemar(y, pred, pred.copy()), "fer2013_publictest": gate.mcnemar(y, pred, pred.copy())}
+    assert paired["test"]["same"] == 500 and paired["test"]["b"] == paired["test"]["c"] == 0
+    champ = {"test": result(0.6, 0.5), "fer2013_publictest": result(0.6, 0.5)}
+    sharper = {name: {**r, "loss": 0.95} for name, r in champ.items()}
+    d = gate.decide(sharper, champ, 1.0, cfg, "1", paired=paired)
+    assert d.promote and any(r.startswith("PASS all sets: the champion's prediction on every one of 1000 faces")
+                             for r in d.reasons)
+    mixed = {**sharper, "fer2013_publictest": {**champ["fer2013_publictest"], "loss": 1.01}}
+    d = gate.decide(mixed, champ, 1.0, cfg, "1", paired=paired)
+    assert not d.promote and any(r.startswith("FAIL all sets: the champion's prediction") for r in d.reasons)
+    pred2 = pred.copy()
+    pred2[300] = 5  # one different answer: a new model, judged by the paired test (and not better)
+    other = {"test": gate.mcnemar(y, pred2, pred), "fer2013_publictest": paired["fer2013_publictest"]}
+    assert not gate.decide(sharper, champ, 1.0, cfg, "1", paired=other).promote

@@ -150,6 +150,25 @@ def test_temperature_fit_recovers_a_known_miscalibration():
         models.Temperature(0.0)
 
 
+def test_each_source_weighs_the_same_in_the_temperature_fit():
+    """Two domains miscalibrated in opposite directions, one nine times the other's size: weighted by source,
+    the fit is the one the two would give at equal sizes, not the majority's."""
+    rng = np.random.default_rng(1)
+
+    def domain(n: int, true_t: float):
+        probs = calibrate.tempered(np.exp(rng.normal(0, 3, (n, 7))), 1.0)
+        return probs, np.array([rng.choice(7, p=p) for p in calibrate.tempered(probs, true_t)])
+
+    (pa, ya), (pb, yb) = domain(1000, 2.0), domain(9000, 0.7)
+    probs, y = np.concatenate([pa, pb]), np.concatenate([ya, yb])
+    groups = np.array(["expw"] * 1000 + ["fer2013"] * 9000)
+    w = calibrate.group_weights(groups)
+    assert w[groups == "expw"].sum() == pytest.approx(w[groups == "fer2013"].sum())
+    equal_sizes = calibrate.fit_temperature(np.concatenate([pa, pb[:1000]]), np.concatenate([ya, yb[:1000]]))
+    assert calibrate.fit_temperature(probs, y, w) == pytest.approx(equal_sizes, rel=0.08)
+    assert calibrate.fit_temperature(probs, y) < 0.85 * equal_sizes  # unweighted: the majority's
+
+
 def test_a_trained_model_is_saved_calibrated_and_without_training_state(settings_factory, tmp_path):
     """The saved model: the trained network's answers re-scaled by the temperature fitted on the validation
     split (its figures reported), the same predictions, no optimizer inside (config or weights), and it
