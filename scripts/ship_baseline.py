@@ -4,9 +4,12 @@ Everything written comes from the registry and MLflow, never typed by hand: the 
 fingerprints, config hash, commit, gate decision and figures), its training run's parameters, metrics and
 generated model card; and, when the run started from other models (`train.init_from`, or the members of an
 ensemble), the MLflow run that trained each (`--init-run HOME:RUN_ID`, once per model, in order): its
-parameters, epochs and metrics, so the card says how the weights were made and on what machine.
+parameters, epochs and metrics, so the card says how the weights were made and on what machine. When those
+runs are in a registry that is gone (another machine) but the networks are the ones an earlier baseline
+shipped (a recalibration, a re-assembly), `--training-from OLD/baseline.json` carries its record over.
 
-Usage: python scripts/ship_baseline.py --home HOME --version N [--init-run HOME2:RUN_ID ...] [--command "..."]
+Usage: python scripts/ship_baseline.py --home HOME --version N [--init-run HOME2:RUN_ID ... |
+       --training-from baseline.json] [--command "..."]
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ def main() -> None:
                     help="HOME:RUN_ID of the run that trained the warm-start model or an ensemble member (repeat)")
     ap.add_argument("--init-command", action="append", default=[],
                     help="the command line of each --init-run, in the same order")
+    ap.add_argument("--training-from", default="",
+                    help="an earlier baseline.json whose training record applies (the same networks, re-assembled)")
     ap.add_argument("--command", default="", help="the command line that registered the version")
     args = ap.parse_args()
     import mlflow
@@ -85,12 +90,15 @@ def main() -> None:
                   f"(MLflow run `{version.run_id}`); gate: **{info['gate_decision']}**"]
     provenance += [f"  - {reason}" for reason in info["gate_reasons"]]
     commands = args.init_command + [""] * (len(args.init_run) - len(args.init_command))
-    for init_run, command in zip(args.init_run, commands, strict=True):
-        home, run_id = init_run.rsplit(":", 1)
-        init = run_facts(home, run_id)
-        info.setdefault("training", []).append({"command": command, **init})
+    training = [{"command": command, **run_facts(*init_run.rsplit(":", 1))}
+                for init_run, command in zip(args.init_run, commands, strict=True)]
+    if args.training_from:
+        training += json.loads(Path(args.training_from).read_text()).get("training", [])
+    if training:
+        info["training"] = training
+    for init in training:
         m = init["metrics"]
-        provenance += [f"- weights trained by `{command or 'fer train'}` (MLflow run `{run_id}`, "
+        provenance += [f"- weights trained by `{init['command'] or 'fer train'}` (MLflow run `{init['run_id']}`, "
                        f"commit `{init['git_commit']}`, dataset `{init['dataset_version']}`): "
                        f"{int(m.get('epochs_run', 0))} epochs, {m.get('train_seconds', 0) / 60:.0f} min at "
                        f"{m.get('train_images_per_s', 0):.0f} images/s ({init['trained'] or 'its card says no more'}); "
