@@ -81,8 +81,7 @@ def calibrate(model: keras.Model, x_val: np.ndarray, y_val: np.ndarray, groups: 
     """The model wrapped with the temperature fitted on (x_val, y_val), each group (the faces' sources)
     weighing the same, and the figures before and after. A model that already has a temperature is refitted
     from its uncalibrated probabilities."""
-    if model.name.endswith(models.CALIBRATED):
-        model = [layer for layer in model.layers if isinstance(layer, keras.Model)][0]
+    model = models.without_temperature(model)
     probs = model.predict(x_val, batch_size=batch_size, verbose=0)
     weights = group_weights(groups) if groups is not None and len(groups) == len(y_val) else None
     temperature = round(fit_temperature(probs, y_val, weights), 4)

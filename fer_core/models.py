@@ -183,6 +183,12 @@ def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{model.name}{CALIBRATED}")
 
 
+def without_temperature(model: keras.Model) -> keras.Model:
+    """The model inside a `with_temperature` wrapper (its probabilities as they were), or the model itself."""
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return inner[0] if model.name.endswith(CALIBRATED) and len(inner) == 1 else model
+
+
 def temperature_of(model: keras.Model) -> float | None:
     """The temperature a `with_temperature` model applies, or None for an uncalibrated one."""
     found = [layer.temperature for layer in model.layers if isinstance(layer, Temperature)]
