@@ -57,7 +57,8 @@ def main() -> None:
         for name, (_, y) in sets.items():
             p = calibrate.tempered(probs[name], t)
             row[name] = {"ece": round(evaluate.expected_calibration_error(y, p), 4),
-                         "nll": round(calibrate.nll(p, y), 4)}
+                         "nll": round(calibrate.nll(p, y), 4), "mean_confidence": round(float(p.max(1).mean()), 4),
+                         "accuracy": round(float((p.argmax(1) == y).mean()), 4)}
         print(json.dumps(row), flush=True)
     if args.shifts:
         s = args.shifts
