@@ -43,16 +43,13 @@ def main() -> None:
     sets = {"val": ds.splits["val"], **ds.eval_sets()}
     probs = {name: clf.predict(x) for name, (x, _) in sets.items()}
     y_val, src = sets["val"][1], ds.sources["val"]
-    fits = {"uncalibrated": None, "all validation faces alike": None,
-            "each source weighing the same (train.calibrate)": calibrate.group_weights(src),
-            "FER2013's validation faces only": src == "fer2013", "ExpW's validation faces only": src == "expw"}
-    for how, weights in fits.items():
-        if how == "uncalibrated":
-            t = 1.0
-        elif weights is not None and weights.dtype == bool:
-            t = calibrate.fit_temperature(probs["val"][weights], y_val[weights])
-        else:
-            t = calibrate.fit_temperature(probs["val"], y_val, weights)
+    every, weighted = np.ones(len(y_val), bool), calibrate.group_weights(src)
+    fits = {  # name: (faces the temperature is fitted on, their weights); None: no temperature
+        "uncalibrated": None, "all validation faces alike": (every, None),
+        "each source weighing the same (train.calibrate)": (every, weighted),
+        "FER2013's validation faces only": (src == "fer2013", None), "ExpW's validation faces only": (src == "expw", None)}
+    for how, fit in fits.items():
+        t = 1.0 if fit is None else calibrate.fit_temperature(probs["val"][fit[0]], y_val[fit[0]], fit[1])
         row = {"experiment": "temperature", "fit": how, "temperature": round(t, 4)}
         for name, (_, y) in sets.items():
             p = calibrate.tempered(probs[name], t)

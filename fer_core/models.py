@@ -142,15 +142,15 @@ def ensemble(members: list[keras.Model]) -> keras.Model:
     Independently trained networks err on different faces, so their average is right more often than any
     one of them, at the sum of their compute (two compact members fit the worker's speed targets, more
     suit the `analysis` alias: docs/BENCHMARKS.md). Members saved with flip averaging or a temperature are
-    unwrapped: flip (`with_flip_average`) and calibrate (`with_temperature`) the ensemble as a whole. Their
-    optimizer state is left behind: an ensemble is assembled, never trained.
+    unwrapped: flip (`with_flip_average`) and calibrate (`with_temperature`) the ensemble as a whole; save it
+    `without_optimizer` (fer_core.train does), since members loaded from training runs are still compiled.
     """
     if len(members) < 2:
         raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
     inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
     outputs = []
     for i, member in enumerate(members):
-        member = without_optimizer(unwrap(member))
+        member = unwrap(member)
         member.name = f"member{i}"  # layer names must be unique inside the ensemble
         outputs.append(member(inputs))
     return keras.Model(inputs, layers.Average(name="ensemble_average")(outputs), name=ENSEMBLE)
@@ -183,10 +183,15 @@ def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{model.name}{CALIBRATED}")
 
 
+def _inner(model: keras.Model, suffixes: tuple[str, ...]) -> keras.Model | None:
+    """The one model a wrapper named with one of `suffixes` holds, else None."""
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return inner[0] if model.name.endswith(suffixes) and len(inner) == 1 else None
+
+
 def without_temperature(model: keras.Model) -> keras.Model:
     """The model inside a `with_temperature` wrapper (its probabilities as they were), or the model itself."""
-    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    return inner[0] if model.name.endswith(CALIBRATED) and len(inner) == 1 else model
+    return _inner(model, (CALIBRATED,)) or model
 
 
 def temperature_of(model: keras.Model) -> float | None:
@@ -198,11 +203,8 @@ def temperature_of(model: keras.Model) -> float | None:
 
 def unwrap(model: keras.Model) -> keras.Model:
     """The network inside `with_temperature` and `with_flip_average` wrappers, or the model itself."""
-    while model.name.endswith((FLIPPED, CALIBRATED)):
-        inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-        if len(inner) != 1:
-            break
-        model = inner[0]
+    while (inner := _inner(model, (FLIPPED, CALIBRATED))) is not None:
+        model = inner
     return model
 
 
