@@ -1,9 +1,12 @@
 """Behaviour of the shipped baseline model, each check against a threshold a worse model fails.
 
-The worse model is the same architecture untrained: it predicts one class for everything, which would
-pass naive invariance checks, so each invariance check also demands varied predictions.
+The worse model is the same architecture untrained (seeded): it puts most faces in one or two classes and
+keeps them there under any small change, which would pass naive invariance checks, so each invariance check
+also demands varied predictions. Over 40 seeds an untrained network never had more than 4 classes holding
+2% of 1,000 PublicTest faces each; the shipped model has 6, none above 26%.
 """
 
+import keras
 import numpy as np
 import pytest
 
@@ -31,13 +34,28 @@ def shipped():
 
 @pytest.fixture(scope="module")
 def worse():
+    keras.utils.set_random_seed(0)
     return Classifier.from_keras(models.build("compact"))
+
+
+def varied(pred: np.ndarray) -> bool:
+    """At least five classes each hold 2% of the answers and none holds half: a single stray answer in a
+    fifth class (an untrained network's seed 2 has one) does not count as variety."""
+    share = np.bincount(pred, minlength=len(INDEX)) / len(pred)
+    return (share >= 0.02).sum() >= 5 and share.max() <= 0.5
 
 
 def agreement_ok(clf, x, transform, threshold: float) -> bool:
     pred = clf.predict(x).argmax(1)
     changed = clf.predict(transform(x)).argmax(1)
-    return (changed == pred).mean() >= threshold and len(set(pred)) >= 5
+    return (changed == pred).mean() >= threshold and varied(pred)
+
+
+def test_variety_needs_more_than_stray_answers():
+    """The answer counts of an untrained network (seed 2, 1,000 faces) that once passed `len(set(pred)) >= 5`."""
+    stray = np.repeat(np.arange(7), [1, 165, 7, 821, 6, 0, 0])
+    assert not varied(stray)
+    assert varied(np.repeat(np.arange(7), [120, 15, 140, 257, 170, 110, 188]))
 
 
 def test_horizontal_flip_invariance(public, shipped, worse):
