@@ -7,7 +7,7 @@ and end to end (a missed face counts as wrong). Only faces the model never train
 validation and test splits of the dataset version it was trained on.
 
 Usage: python bench/crop_skew.py --model MODEL.keras --dataset DATASET_DIR [--expw ../shared/data/expw]
-       [--margins 0 0.05 0.1 0.15 0.2] [--detectors video still]
+       [--margins 0 0.05 0.1 0.15 0.2] [--detectors video still still+rot20] [--splits val test]
 """
 
 from __future__ import annotations
@@ -27,14 +27,23 @@ from fer_core.data import dataset  # noqa: E402
 
 
 def detector(spec: str) -> detect.HaarDetector:
-    """A preset name or SCALE:NEIGHBOURS:MIN_SIZE, optionally with +profile (the profile cascade too)."""
-    base, _, extra = spec.partition("+")
+    """A preset name or SCALE:NEIGHBOURS:MIN_SIZE, then any of +profile (the profile cascade too), +norot (no
+    turned scans) and +rotA (frontal scans of the image turned by -A and +A degrees too)."""
+    base, *extras = spec.split("+")
     if base in detect.PRESETS:
         d = detect.preset(base)
     else:
         scale, neighbours, min_size = base.split(":")
         d = detect.HaarDetector(float(scale), int(neighbours), int(min_size))
-    d.profile = d.profile or extra == "profile"
+    for extra in extras:
+        if extra == "profile":
+            d.profile = True
+        elif extra == "norot":
+            d.rotations = ()
+        elif extra.startswith("rot"):
+            d.rotations = (*d.rotations, -float(extra[3:]), float(extra[3:]))
+        else:
+            raise SystemExit(f"unknown detector option +{extra}")
     return d
 
 
@@ -47,16 +56,19 @@ def main() -> None:
     ap.add_argument("--detectors", nargs="+", default=list(detect.PRESETS),
                     help="presets (video, still) or SCALE:NEIGHBOURS:MIN_SIZE, e.g. 1.05:3:20; +profile adds "
                          "the profile cascade")
+    ap.add_argument("--splits", nargs="+", default=["val", "test"], help="the dataset version's splits whose "
+                    "ExpW images are used (choose settings on val, report on test)")
     ap.add_argument("--labelled-margin", type=float, default=0.10, help="the training crop's margin")
     args = ap.parse_args()
     clf = Classifier.from_file(args.model)
-    images = dataset.expw_images(args.dataset, ("val", "test"))
+    images = dataset.expw_images(args.dataset, tuple(args.splits))
     for name in args.detectors:
         for margin in args.margins:
             t0 = time.perf_counter()
             r = evaluate.through_detector(clf, args.expw, detector=detector(name), images=images,
                                           margin=margin, labelled_margin=args.labelled_margin)
             print(json.dumps({"bench": "crop_skew", "detector": name, **r["detector"], "margin": margin,
+                              "splits": args.splits,
                               "faces": r["n"], "images": r["images"], "detection_recall": r["detection_recall"],
                               "accuracy_on_found": r["accuracy_on_found"],
                               "accuracy_on_found_labelled_crop": r["accuracy_on_found_labelled_crop"],

@@ -182,6 +182,9 @@ def match_boxes(labelled: np.ndarray, predicted: np.ndarray, min_iou: float) -> 
     return found
 
 
+DETECTOR_SETTINGS = ("scale_factor", "min_neighbors", "min_size", "profile", "rotations")  # reported with results
+
+
 def through_detector(classifier, root: str, detector=None, images: set[str] | None = None,
                      min_iou: float = 0.5, margin: float = 0.10, labelled_margin: float = 0.10) -> dict[str, Any]:
     """End to end on ExpW-format data, as `fer predict` sees it: whole images through the detector, its
@@ -234,6 +237,5 @@ def through_detector(classifier, root: str, detector=None, images: set[str] | No
             "accuracy_on_found_labelled_crop": on_labelled.get("accuracy", 0.0),
             "accuracy": round(float(correct.mean()), 4) if len(y) else 0.0,
             "min_iou": min_iou, "margin": margin, "labelled_margin": labelled_margin,
-            "detector": {k: getattr(detector, k) for k in ("scale_factor", "min_neighbors", "min_size", "profile")
-                         if hasattr(detector, k)},
+            "detector": {k: getattr(detector, k) for k in DETECTOR_SETTINGS if hasattr(detector, k)},
             "found_faces": on_found}

@@ -55,7 +55,9 @@ def test_real_expw_faces_from_haar_boxes(real, settings_factory):
     assert 0.5 < found / len(boxes) < 1.0 and same == len(boxes) - found
     default = settings_factory('data.expw="x"')
     assert "expw_boxes" not in dataset.build_key(default)["data"]
-    assert dataset.build_key(settings_factory('data.expw_boxes="haar"'))["data"]["expw_boxes"] == "haar"
+    haar_key = dataset.build_key(settings_factory('data.expw_boxes="haar"'))["data"]
+    assert haar_key["expw_boxes"] == "haar"
+    assert haar_key["expw_detector"]["rotations"] == list(detect.PRESETS["still"]["rotations"])  # settings name the version
 
 
 @pytest.mark.slow

@@ -97,6 +97,10 @@ def build_key(settings: Settings) -> dict[str, Any]:
         data.pop(transient)
     if data["expw_boxes"] == "labelled":  # the default before the setting existed: earlier versions keep their ids
         data.pop("expw_boxes")
+    else:  # the crops come from the detector's boxes: other detector settings make another version
+        from fer_core import detect
+
+        data["expw_detector"] = {k: list(v) if isinstance(v, tuple) else v for k, v in detect.PRESETS["still"].items()}
     return {"format": DATASET_FORMAT, "data": data, "balance": settings.balance.model_dump(mode="json"),
             "split": settings.split.model_dump(mode="json")}
 
