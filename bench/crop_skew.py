@@ -69,7 +69,8 @@ def main() -> None:
                                           margin=margin, labelled_margin=args.labelled_margin)
             print(json.dumps({"bench": "crop_skew", "detector": name, **r["detector"], "margin": margin,
                               "splits": args.splits,
-                              "faces": r["n"], "images": r["images"], "detection_recall": r["detection_recall"],
+                              "faces": r["n"], "images": r["images"], "unmatched_boxes": r["unmatched_boxes"],
+                              "detection_recall": r["detection_recall"],
                               "accuracy_on_found": r["accuracy_on_found"],
                               "accuracy_on_found_labelled_crop": r["accuracy_on_found_labelled_crop"],
                               "macro_f1_on_found": r["found_faces"].get("macro_f1", 0.0),

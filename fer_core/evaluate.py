@@ -204,7 +204,7 @@ def through_detector(classifier, root: str, detector=None, images: set[str] | No
     for b in boxes:
         if b.right > b.left and b.bottom > b.top and (images is None or b.image in images):
             by_image.setdefault(b.image, []).append(b)
-    y_true, found, served, labelled_crops, unreadable = [], [], [], [], []
+    y_true, found, served, labelled_crops, unreadable, unmatched = [], [], [], [], [], 0
     for name, faces in sorted(by_image.items()):
         try:
             data = storage.read_bytes(storage.join(root, expw.IMAGES, name))
@@ -217,7 +217,9 @@ def through_detector(classifier, root: str, detector=None, images: set[str] | No
             continue
         predicted = detector.detect(gray)
         labelled = np.array([[b.left, b.top, b.right - b.left, b.bottom - b.top] for b in faces])
-        for i, match in enumerate(match_boxes(labelled, predicted, min_iou)):
+        matches = match_boxes(labelled, predicted, min_iou)
+        unmatched += len(predicted) - sum(m is not None for m in matches)
+        for i, match in enumerate(matches):
             y_true.append(faces[i].label)
             found.append(match is not None)
             if match is not None:
@@ -232,7 +234,7 @@ def through_detector(classifier, root: str, detector=None, images: set[str] | No
         on_labelled = metrics(y[hit], classifier.predict(np.stack(labelled_crops)))
         correct[hit] = probs.argmax(axis=1) == y[hit]
     return {"n": int(len(y)), "images": len(by_image) - len(unreadable), "unreadable_images": unreadable,
-            "found": int(hit.sum()), "detection_recall": round(float(hit.mean()), 4) if len(y) else 0.0,
+            "found": int(hit.sum()), "unmatched_boxes": unmatched, "detection_recall": round(float(hit.mean()), 4) if len(y) else 0.0,
             "accuracy_on_found": on_found.get("accuracy", 0.0),
             "accuracy_on_found_labelled_crop": on_labelled.get("accuracy", 0.0),
             "accuracy": round(float(correct.mean()), 4) if len(y) else 0.0,

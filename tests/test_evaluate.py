@@ -185,6 +185,7 @@ def test_through_detector_counts_missed_faces_as_wrong(tiny_model_path, tmp_path
     r = evaluate.through_detector(clf, str(expw_root))
     assert r["n"] == len(lines) == 8 and r["images"] == 7
     assert r["found"] == 7 and r["detection_recall"] == pytest.approx(7 / 8, abs=1e-4)
+    assert r["unmatched_boxes"] == 0  # one face per portrait, and each is labelled
     assert r["accuracy"] == pytest.approx(r["accuracy_on_found"] * 7 / 8, abs=1e-3)
     assert {k: r["detector"][k] for k in detect.PRESETS["still"]} == detect.PRESETS["still"] and r["margin"] == r["labelled_margin"] == 0.1
     assert 0 <= r["accuracy_on_found_labelled_crop"] <= 1 and r["found_faces"]["n"] == 7
