@@ -93,7 +93,7 @@ def extra_eval_sets(settings: Settings) -> dict[str, tuple[np.ndarray, np.ndarra
     return out
 
 
-E2E_KEYS = ("accuracy", "detection_recall", "accuracy_on_found", "accuracy_on_found_labelled_crop")
+E2E_KEYS = ("accuracy", "detection_recall", "accuracy_on_found", "accuracy_on_found_labelled_crop", "unmatched_boxes")
 
 
 def through_detector(settings: Settings, ds: Dataset, clf: Classifier) -> dict[str, Any]:
