@@ -27,8 +27,8 @@ from fer_core.data import dataset  # noqa: E402
 
 
 def detector(spec: str) -> detect.HaarDetector:
-    """A preset name or SCALE:NEIGHBOURS:MIN_SIZE, then any of +profile (the profile cascade too), +norot (no
-    turned scans) and +rotA (frontal scans of the image turned by -A and +A degrees too)."""
+    """A preset name or SCALE:NEIGHBOURS:MIN_SIZE, then any of +profile (the profile cascade too) and +rotA
+    (frontal scans of the image turned by -A and +A degrees too)."""
     base, *extras = spec.split("+")
     if base in detect.PRESETS:
         d = detect.preset(base)
@@ -38,8 +38,6 @@ def detector(spec: str) -> detect.HaarDetector:
     for extra in extras:
         if extra == "profile":
             d.profile = True
-        elif extra == "norot":
-            d.rotations = ()
         elif extra.startswith("rot"):
             d.rotations = (*d.rotations, -float(extra[3:]), float(extra[3:]))
         else:

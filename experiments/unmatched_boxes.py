@@ -21,7 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fer_core import crop, detect  # noqa: E402
+from fer_core import crop, detect, evaluate  # noqa: E402
 from fer_core.data import dataset, expw  # noqa: E402
 
 SIDE, PER_ROW, SHOWN = 64, 12, 48
@@ -42,12 +42,7 @@ def main() -> None:
     ap.add_argument("--turn", type=float, default=15.0, help="turned scans at -TURN and +TURN degrees")
     ap.add_argument("--out", default=".", help="folder for the two PNG sheets")
     args = ap.parse_args()
-    names = dataset.expw_images(args.dataset, (args.split,))
-    boxes, _ = expw.read_boxes(args.expw)
-    by_image: dict[str, list] = {}
-    for b in boxes:
-        if b.right > b.left and b.bottom > b.top and b.image in names:
-            by_image.setdefault(b.image, []).append(b)
+    by_image = evaluate.labelled_faces(args.expw, dataset.expw_images(args.dataset, (args.split,)))
     upright = detect.preset("still")
     turning = detect.preset("still")
     turning.rotations = (-args.turn, args.turn)

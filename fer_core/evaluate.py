@@ -182,6 +182,15 @@ def match_boxes(labelled: np.ndarray, predicted: np.ndarray, min_iou: float) -> 
     return found
 
 
+def labelled_faces(root: str, images: set[str] | None = None) -> dict[str, list]:
+    """ExpW-format labels grouped by image name (only `images` when given), empty boxes left out."""
+    by_image: dict[str, list] = {}
+    for b in expw.read_boxes(root)[0]:
+        if b.right > b.left and b.bottom > b.top and (images is None or b.image in images):
+            by_image.setdefault(b.image, []).append(b)
+    return by_image
+
+
 DETECTOR_SETTINGS = ("scale_factor", "min_neighbors", "min_size", "profile", "rotations")  # reported with results
 
 
@@ -199,11 +208,7 @@ def through_detector(classifier, root: str, detector=None, images: set[str] | No
     from fer_core import crop, detect
 
     detector = detector or detect.preset("still")
-    boxes, _ = expw.read_boxes(root)
-    by_image: dict[str, list] = {}
-    for b in boxes:
-        if b.right > b.left and b.bottom > b.top and (images is None or b.image in images):
-            by_image.setdefault(b.image, []).append(b)
+    by_image = labelled_faces(root, images)
     y_true, found, served, labelled_crops, unreadable, unmatched = [], [], [], [], [], 0
     for name, faces in sorted(by_image.items()):
         try:
@@ -234,7 +239,8 @@ def through_detector(classifier, root: str, detector=None, images: set[str] | No
         on_labelled = metrics(y[hit], classifier.predict(np.stack(labelled_crops)))
         correct[hit] = probs.argmax(axis=1) == y[hit]
     return {"n": int(len(y)), "images": len(by_image) - len(unreadable), "unreadable_images": unreadable,
-            "found": int(hit.sum()), "unmatched_boxes": unmatched, "detection_recall": round(float(hit.mean()), 4) if len(y) else 0.0,
+            "found": int(hit.sum()), "unmatched_boxes": unmatched,
+            "detection_recall": round(float(hit.mean()), 4) if len(y) else 0.0,
             "accuracy_on_found": on_found.get("accuracy", 0.0),
             "accuracy_on_found_labelled_crop": on_labelled.get("accuracy", 0.0),
             "accuracy": round(float(correct.mean()), 4) if len(y) else 0.0,

@@ -100,7 +100,7 @@ def build_key(settings: Settings) -> dict[str, Any]:
     else:  # the crops come from the detector's boxes: other detector settings make another version
         from fer_core import detect
 
-        data["expw_detector"] = {k: list(v) if isinstance(v, tuple) else v for k, v in detect.PRESETS["still"].items()}
+        data["expw_detector"] = dict(detect.PRESETS["still"])
     return {"format": DATASET_FORMAT, "data": data, "balance": settings.balance.model_dump(mode="json"),
             "split": settings.split.model_dump(mode="json")}
 
