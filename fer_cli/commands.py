@@ -158,17 +158,26 @@ def cmd_predict(args) -> int:
     from fer_core.labels import EMOTIONS
 
     s = _settings(args)
+    problems = {image: _image_problem(image) for image in args.images}
+    for image, reason in problems.items():
+        if reason:
+            print(f"fer: error: {image}: {reason}", file=sys.stderr)
+    if all(problems.values()):  # nothing to classify: say so without loading a model
+        emit({"model": None, "model_version": None,
+              "results": [{"image": image, "error": reason} for image, reason in problems.items()]})
+        return 1
     clf = registry.load_classifier(_offline_model_uri(s, args.model), s)
     detector = detect.preset(args.haar)
     if args.min_size:
         detector.min_size = args.min_size
     results, failed = [], 0
     for image in args.images:
-        gray = cv2.imread(image, cv2.IMREAD_GRAYSCALE) if Path(image).is_file() else None
+        gray = None if problems[image] else cv2.imread(image, cv2.IMREAD_GRAYSCALE)
         if gray is None:
             failed += 1
-            reason = "file not found" if not Path(image).exists() else "not an image (cannot decode)"
-            print(f"fer: error: {image}: {reason}", file=sys.stderr)
+            reason = problems[image] or "not an image (cannot decode)"
+            if not problems[image]:
+                print(f"fer: error: {image}: {reason}", file=sys.stderr)
             results.append({"image": image, "error": reason})
             continue
         h, w = gray.shape
@@ -182,6 +191,17 @@ def cmd_predict(args) -> int:
         results.append({"image": image, "width": w, "height": h, "faces": faces})
     emit({"model": clf.source, "model_version": clf.version, "results": results})
     return 1 if failed else 0
+
+
+def _image_problem(image: str) -> str:
+    """Why an image cannot be read, from its path and header alone ("" when it looks readable)."""
+    import cv2
+
+    if not Path(image).exists():
+        return "file not found"
+    if not Path(image).is_file() or not cv2.haveImageReader(image):
+        return "not an image (cannot decode)"
+    return ""
 
 
 def add_predict(sub) -> None:
@@ -201,10 +221,12 @@ def add_predict(sub) -> None:
 
 def cmd_train(args) -> int:
     from fer_cli.output import emit
-    from fer_core import tracking
     from fer_core.data import dataset
 
     s = _settings(args)
+    dataset.check_inputs(s)  # before TensorFlow is imported
+    from fer_core import tracking
+
     ds = dataset.build(s)
     run = tracking.train_and_log(s, ds, args.run_dir, run_name=args.name)
     tr = run.train
@@ -240,8 +262,10 @@ def _prefect_env(settings) -> None:
 
 def cmd_pipeline_run(args) -> int:
     from fer_cli.output import emit
+    from fer_core.data import dataset
 
     s = _settings(args)
+    dataset.check_inputs(s)  # a missing input is a clear error before Prefect starts
     _prefect_env(s)
     from fer_core.config import load_settings
     from flows.api import prefect_api
@@ -396,11 +420,26 @@ def cmd_serve(args) -> int:
     from serving.worker import Worker, WorkerOptions
 
     s = _settings(args)
-    opts = WorkerOptions(source=args.source, model_uri=_model_uri(s, args.model), http=args.http or s.serve.http,
+    http = args.http or s.serve.http
+    _check_source(args.source)
+    if http:
+        from serving.http import check_bindable
+
+        check_bindable(http)
+    opts = WorkerOptions(source=args.source, model_uri=_model_uri(s, args.model), http=http,
                          display=args.display, record=args.record or "", timeline=args.timeline or "",
                          max_frames=args.max_frames, detector=args.detector, hold=not args.no_hold)
     emit(Worker(s, opts).run())
     return 0
+
+
+def _check_source(source: str) -> None:
+    """A video file that is missing or not a video is a clear error before any model is fetched (a live
+    source is not: the worker waits for it and reconnects)."""
+    from serving import sources
+
+    if not sources.is_live(source):
+        sources.FileSource(source).close()
 
 
 def add_serve(sub) -> None:
@@ -428,8 +467,7 @@ def cmd_analyze(args) -> int:
     if len(args.videos) == 1 and not Path(args.videos[0]).is_dir() and not args.videos[0].startswith("gs://"):
         from serving.analyze import analyze
 
-        if not Path(args.videos[0]).is_file():
-            raise FileNotFoundError(f"video not found: {args.videos[0]}")
+        _check_source(args.videos[0])
         emit(analyze(s, args.videos[0], args.out, _offline_model_uri(s, args.model), args.detector))
         return 0
     from serving.batch import analyze_many
@@ -455,9 +493,11 @@ def add_analyze(sub) -> None:
 
 def cmd_bench_realtime(args) -> int:
     from fer_cli.output import emit
-    from serving.bench import realtime
 
     s = _settings(args)
+    _check_source(args.video)
+    from serving.bench import realtime  # imports TensorFlow: after the check
+
     emit(realtime(s, args.video, _model_uri(s, args.model), args.detector, args.naive_frames,
                   scan_every=args.scan_every, hold=not args.no_hold))
     return 0

@@ -43,6 +43,24 @@ def parse_bind(spec: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port, or an HttpBindError that says what to do."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise HttpBindError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another "
+                            "--http HOST:PORT or stop what holds it") from exc
+    return sock
+
+
+def check_bindable(spec: str) -> None:
+    """Fail now when --http cannot be bound: `fer serve` checks before it fetches a model."""
+    bind_socket(*parse_bind(spec)).close()
+
+
 def build_app(worker, token: str = "", needs_token: bool = False, tls: bool = False,
               open_metrics: bool = False) -> FastAPI:
     """The routes; `worker` provides metrics, model, ready, source_open, stopped, status() and preview."""
@@ -119,15 +137,7 @@ class WorkerHTTP:
             raise TokenRequired(f"binding {self.host} beyond loopback needs a token (set FER_HTTP_TOKEN)")
         self.tls = bool(tls_cert and tls_key)
         app = build_app(worker, token, self.needs_token, self.tls, open_metrics)
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.sock.bind((self.host, self.port))
-        except OSError as exc:
-            self.sock.close()
-            raise HttpBindError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}; choose another "
-                                "--http HOST:PORT or stop what holds it") from exc
+        self.sock = bind_socket(self.host, self.port)
         self.port = self.sock.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", access_log=False, limit_concurrency=MAX_CONNECTIONS,
                                 timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=2,

@@ -68,6 +68,24 @@ def test_one_line_error_and_exit_1(args, tmp_path, busy_port):
     assert len(errors) >= 1 and len(errors[-1]) > len("fer: error: ") + 10, proc.stderr[-2000:]
 
 
+INPUT_ERRORS = ["predict, not an image", "serve, missing video", "serve, not a video", "serve, port in use",
+                "bench realtime, not a video", "analyze, missing video", "train, missing CSV",
+                "pipeline run, missing CSV"]
+
+
+@pytest.mark.parametrize("case", INPUT_ERRORS)
+def test_bad_input_fails_before_any_model_or_registry(case, tmp_path, busy_port, monkeypatch):
+    """A typo in a path or a taken port is reported before the registry is created or bootstrapped (which
+    took 30-40 s on an empty home), before Prefect starts and before TensorFlow is imported."""
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # every import, one line each on stderr
+    proc = _run(CASES[case], tmp_path, busy_port)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert proc.returncode == 1 and "fer: error:" in proc.stderr, proc.stderr[-2000:]
+    assert "json" in imported  # the import log is there to read
+    assert not (tmp_path / "home" / "mlflow").exists()
+    assert not {"tensorflow", "prefect", "mlflow"} & imported
+
+
 def test_verbose_shows_the_traceback(tmp_path, busy_port):
     proc = _run(CASES["serve, missing video"], tmp_path, busy_port, "-v")
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "video not found" in proc.stderr

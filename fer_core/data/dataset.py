@@ -72,8 +72,6 @@ def fingerprint_source(path: str) -> str:
     """A cheap content fingerprint of a raw source: file hash, or the listing of a folder."""
     if not path:
         return ""
-    if not storage.exists(path):
-        raise storage.StorageError(f"input not found: {path}")
     if path.lower().endswith((".csv", ".gz")):
         return storage.fingerprint_file(path)
     h = hashlib.sha256()
@@ -114,10 +112,19 @@ def faces_digest(table: FaceTable) -> str:
     return f"sha256:{h.hexdigest()}"
 
 
-def compute_version(settings: Settings) -> tuple[str, dict[str, str]]:
-    fingerprints = {"fer2013": fingerprint_source(settings.data.fer2013), "expw": fingerprint_source(settings.data.expw)}
-    if not any(fingerprints.values()):
+def check_inputs(settings: Settings) -> None:
+    """Fail now, with the path in the message, when an input is missing or none is set: commands call it
+    before starting Prefect or loading TensorFlow, so a typo costs a second, not a minute."""
+    if not settings.data.fer2013 and not settings.data.expw:
         raise ValueError("no input data: set data.fer2013 and/or data.expw")
+    for path in (settings.data.fer2013, settings.data.expw):
+        if path and not storage.exists(path):
+            raise storage.StorageError(f"input not found: {path}")
+
+
+def compute_version(settings: Settings) -> tuple[str, dict[str, str]]:
+    check_inputs(settings)
+    fingerprints = {"fer2013": fingerprint_source(settings.data.fer2013), "expw": fingerprint_source(settings.data.expw)}
     payload = json.dumps({"inputs": fingerprints, "settings": build_key(settings)}, sort_keys=True)
     return "ds-" + hashlib.sha256(payload.encode()).hexdigest()[:12], fingerprints
 
