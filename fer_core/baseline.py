@@ -61,7 +61,8 @@ def bootstrap(settings: Settings, force: bool = False) -> dict[str, Any]:
 
             (Path(tmp) / registry.TFLITE).write_bytes(keras_to_tflite(model))
             mlflow.log_artifact(str(Path(tmp) / registry.TFLITE))
-        logged = mlflow.tensorflow.log_model(model, name="model", pip_requirements=tracking.model_requirements())
+        logged = mlflow.tensorflow.log_model(model, name="model", signature=registry.model_signature(),
+                                             pip_requirements=tracking.model_requirements())
     tags = {**provenance, "dataset.fingerprint": json.dumps(info.get("fingerprint", {})),
             "config_hash": info.get("config_hash", ""), "model": info.get("params", {}).get("train.model", "compact"),
             registry.DECISION_TAG: "bootstrap",

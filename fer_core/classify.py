@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
-import sys
 import threading
 import warnings
 from pathlib import Path
@@ -29,10 +29,14 @@ BUCKETS = (1, 2, 4, 8, 16)  # fixed batch sizes (larger batches ran slower: 16 f
 def keras_to_tflite(model) -> bytes:
     import tensorflow as tf
 
-    # The converter prints its export summary to stdout, which belongs to our JSON output.
-    with contextlib.redirect_stdout(sys.stderr):
+    # The converter prints a summary of every captured tensor (over a hundred lines) to stdout, which belongs
+    # to our JSON output: it goes to the debug log instead.
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        return converter.convert()
+        content = converter.convert()
+    log.debug("TFLite export: %s", summary.getvalue())
+    return content
 
 
 def _interpreter(content: bytes, batch: int, threads: int):

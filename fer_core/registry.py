@@ -63,6 +63,19 @@ class ResolvedModel:
     tflite: Path | None = None  # the TFLite form logged with the model, when there is one
 
 
+def model_signature():
+    """What every registered model takes and gives: uint8 faces (N, 48, 48), float probabilities (N, 7)."""
+    import numpy as np
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    from fer_core.data.table import FACE
+    from fer_core.labels import NUM_CLASSES
+
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, FACE, FACE), "face")]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, NUM_CLASSES), "probabilities")]))
+
+
 def configure(settings: Settings):
     """Point MLflow at the configured tracking server (sqlite + local files by default)."""
     # MLflow's own HTTP retries can block for minutes; our callers (Prefect tasks) retry instead.

@@ -116,7 +116,6 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
     """Train on the dataset, evaluate, and log the whole run to MLflow (and W&B when enabled); with
     `parent_run_id`, as a child of that run (a sweep's runs under one parent)."""
     import mlflow
-    from mlflow.models import infer_signature
 
     registry.ensure_experiment(settings)
     run_dir = Path(run_dir or tempfile.mkdtemp(prefix="fer-train-", dir=settings.home_path))
@@ -166,7 +165,7 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
             (tmp_path / "model.tflite").write_bytes(clf.tflite)
             mlflow.log_artifacts(str(tmp_path))
         example = x_train[:2]
-        signature = infer_signature(example, clf.predict(example))
+        signature = registry.model_signature()
         # The TensorFlow flavour stores Keras 3 models as data/model.keras (mlflow.keras 3.17 fails to save
         # an input example: it writes it before creating the model folder).
         info = mlflow.tensorflow.log_model(tr.model, name="model", signature=signature, input_example=example,
