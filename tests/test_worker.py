@@ -241,9 +241,12 @@ def test_hot_reload_from_real_mlflow_server(video, tiny_model_path, mlflow_serve
 
     def hook(result):
         seen.append(worker.model.version)
-        time.sleep(0.03)
         if len(seen) == 20:
             promotion.promote_manual(s, uris[1])  # the alias moves mid-run
+        elif len(seen) == 21:  # hold the stream until the poller has swapped: on a busy CPU the new version's
+            deadline = time.time() + 180  # download and TFLite conversion outlast the 95 frames left
+            while worker.model.version != uris[1] and time.time() < deadline:
+                time.sleep(0.05)
 
     worker.results_hook = hook
     summary = worker.run()
