@@ -84,17 +84,9 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on 127.0.0.1 with a sqlite store and served artifacts; yields its URI."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = helpers.free_port()
-    cmd = [helpers.venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-           "--artifacts-destination", (root / "artifacts").as_uri(), "--workers", "1"]
-    log = open(root / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    """A real `mlflow server` on 127.0.0.1 with a sqlite store and served artifacts; yields {"uri": URI}."""
+    server = helpers.MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
     try:
-        helpers.wait_for_port(port, proc, timeout=120)
-        yield {"uri": f"http://127.0.0.1:{port}", "proc": proc, "root": root, "cmd": cmd, "port": port}
+        yield {"uri": server.uri}
     finally:
-        helpers.stop_process(proc)
-        log.close()
+        server.stop()

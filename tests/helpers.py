@@ -144,7 +144,8 @@ class MlflowServer:
                "--backend-store-uri", self.backend_store,
                "--artifacts-destination", (self.root / "artifacts").as_uri(), "--workers", "1"]
         log = open(self.root / "server.log", "a")  # noqa: SIM115 - the server owns it
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # as docker-compose.yml runs it
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         wait_for_port(self.port, self.proc, timeout)
         return self
 
