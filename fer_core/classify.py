@@ -26,14 +26,27 @@ BUCKETS = (1, 2, 4, 8, 16)  # fixed batch sizes (larger batches ran slower: 16 f
 # runs in the smallest bucket that holds it, a longer one in chunks of 16
 
 
-def keras_to_tflite(model) -> bytes:
+QUANTIZE = ("float", "dynamic", "int8")
+
+
+def keras_to_tflite(model, quantize: str = "float", representative: np.ndarray | None = None) -> bytes:
+    """The model as TFLite. `quantize`: float (as trained), dynamic (int8 weights) or int8 (weights and
+    activations; `representative` training faces set the activations' ranges)."""
     import tensorflow as tf
 
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+    if quantize == "int8" and (representative is None or not len(representative)):
+        raise ValueError("int8 quantization needs representative faces (uint8, N x 48 x 48)")
     # The converter prints a summary of every captured tensor (over a hundred lines) to stdout, which belongs
     # to our JSON output: it goes to the debug log instead.
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if quantize != "float":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "int8":
+            converter.representative_dataset = lambda: ([face[None]] for face in representative)
         content = converter.convert()
     log.debug("TFLite export: %s", summary.getvalue())
     return content

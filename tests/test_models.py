@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fer_core import augment, calibrate, evaluate, models, train
-from fer_core.classify import Classifier
+from fer_core.classify import Classifier, keras_to_tflite
 from fer_core.config import AugmentSettings
 from tests import helpers
 
@@ -109,6 +109,24 @@ def test_tflite_classifier_agrees_with_keras(tiny_model_path, tmp_path):
     Classifier.from_file(tiny_model_path, cache_dir=tmp_path)  # second load hits the cache
     with pytest.raises(ValueError, match="faces must be"):
         clf.predict(np.zeros((2, 32, 32), np.uint8))
+
+
+def test_quantized_tflite_forms_are_smaller_and_close_to_float(tiny_model_path):
+    """bench/quantize.py's forms: int8 weights (dynamic) and int8 weights and activations (int8, ranges from
+    representative faces) shrink the model and stay close to the float form's probabilities."""
+    model = models.load(str(tiny_model_path))
+    rng = np.random.default_rng(2)
+    faces = rng.integers(0, 256, (64, 48, 48), dtype=np.uint8)
+    flat = keras_to_tflite(model)
+    reference = Classifier(flat).predict(faces)
+    for form in ("dynamic", "int8"):
+        content = keras_to_tflite(model, quantize=form, representative=faces[:32])
+        assert len(content) < 0.6 * len(flat), form
+        assert np.abs(Classifier(content).predict(faces) - reference).max() < 0.1, form
+    with pytest.raises(ValueError, match="representative"):
+        keras_to_tflite(model, quantize="int8")
+    with pytest.raises(ValueError, match="quantize must be"):
+        keras_to_tflite(model, quantize="int4")
 
 
 def test_flip_average_is_the_mean_over_the_mirror_image(tiny_model_path, tmp_path):
