@@ -286,12 +286,16 @@ def resolve(uri: str, settings: Settings, last_good_only: bool = False) -> Resol
             raise FileNotFoundError(f"model file not found: {uri}")
         return ResolvedModel(path, uri)
 
-    configure(settings)
+    client = configure(settings)
     rest = uri[len("models:/"):]
     if "@" not in rest and "/" not in rest:  # a logged model (models:/m-...), not a registered version
         target = cache_dir(settings) / "logged" / rest
         if not (target / "COMPLETE").is_file():
-            _download(uri, target, f"cannot download logged model {rest}")
+            try:  # its training run holds the TFLite form (the gate reads candidates this way)
+                run_id = client.get_logged_model(rest).source_run_id or ""
+            except Exception as exc:  # noqa: BLE001
+                raise _wrap(exc, f"no logged model {rest}") from exc
+            _download(uri, target, f"cannot download logged model {rest}", run_id=run_id)
         return ResolvedModel(_find_keras(target), uri, rest, tflite=_tflite(target))
     name, alias, version = rest, "", ""
     if "@" in rest:

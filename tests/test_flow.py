@@ -22,10 +22,13 @@ def _overrides(tmp_path, data, *extra):
             "pipeline.retry_delay_s=0.1", *extra]
 
 
-def test_flow_promotes_then_skips_then_gates_a_changed_run(harness, small_data, tmp_path):
+def test_flow_promotes_then_skips_then_gates_a_changed_run(harness, small_data, tmp_path, caplog):
     ov = _overrides(tmp_path, small_data)
-    first = retrain(None, ov)
+    with caplog.at_level("WARNING", logger="fer_core.registry"):
+        first = retrain(None, ov)
     assert first["status"] == "promoted" and first["version"]["version"] == "1"
+    # the gate reads the candidate's TFLite form from its training run instead of converting it again
+    assert not [r for r in caplog.records if "converting the Keras model" in r.getMessage()]
     s = load_settings(None, ov, environ={})
     champ = registry.champion(s)
     assert champ.version == "1"
