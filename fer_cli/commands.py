@@ -268,18 +268,26 @@ def cmd_pipeline_run(args) -> int:
     dataset.check_inputs(s)  # a missing input is a clear error before Prefect starts
     _prefect_env(s)
     from fer_core.config import load_settings
-    from flows.api import prefect_api
-    from flows.retrain import retrain
 
     overrides = list(args.set or [])
     if args.alias:  # gate against, and promote to, this alias instead of the champion (--set may still say more)
         overrides = [f'registry.champion_alias="{args.alias}"', f'registry.challenger_alias="{args.alias}-challenger"',
                      f'gate.compare_first_with="{s.registry.champion_alias}"', *overrides]
         s = load_settings(args.config, overrides)
-    with prefect_api():
+    with _prefect_api("flows.retrain"):
+        from flows.retrain import retrain
+
         result = retrain.with_options(task_runner=_task_runner(s))(args.config, overrides)
     emit(pipeline_summary(result))
     return 0
+
+
+def _prefect_api(flow_module: str):
+    """The Prefect API for a flow run (flows.api): the flow's module (TensorFlow, MLflow and Prefect, some
+    10 s of imports) loads while a temporary server starts."""
+    from flows.api import prefect_api
+
+    return prefect_api(warm=(flow_module, "mlflow"))
 
 
 def _task_runner(settings):
@@ -298,11 +306,12 @@ def cmd_pipeline_sweep(args) -> int:
 
     s = _settings(args)
     _prefect_env(s)
-    from flows.api import prefect_api
-    from flows.sweep import read_grid, sweep
+    from flows.sweep import read_grid
 
     read_grid(args.grid)  # a bad grid is a clear error before any server starts
-    with prefect_api():
+    with _prefect_api("flows.sweep"):
+        from flows.sweep import sweep
+
         emit(sweep.with_options(task_runner=_task_runner(s))(args.grid, args.config, args.set))
     return 0
 
@@ -525,9 +534,7 @@ def cmd_demo(args) -> int:
 
     s = _settings(args)
     _prefect_env(s)
-    from flows.api import prefect_api
-
-    with prefect_api():
+    with _prefect_api("flows.retrain"):
         emit(run_demo(s))
     return 0
 

@@ -1,0 +1,53 @@
+"""The temporary Prefect API server of `fer pipeline run` and `fer demo` (flows.api), started for real."""
+
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SNIPPET = """
+import json, os, sys, httpx
+from pathlib import Path
+from flows.api import _template_path, prefect_api
+db = Path(os.environ["PREFECT_HOME"]) / "prefect.db"
+existed = db.exists()
+with prefect_api(warm=["json"]) as url:
+    types = httpx.post(f"{url}/block_types/filter", json={}, timeout=10).json()
+    with __import__("sqlite3").connect(db) as con:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+print(json.dumps({"existed": existed, "block_types": len(types), "tables": tables,
+                  "template": str(_template_path())}))
+"""
+
+
+def _start(home, cache) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), XDG_CACHE_HOME=str(cache), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    proc = subprocess.run([sys.executable, "-c", SNIPPET], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_new_home_starts_from_the_cached_empty_database(tmp_path):
+    """The first new home migrates its database and leaves an empty copy in the cache; the next new home
+    starts from that copy (its marker table shows it) and the server answers with Prefect's block types."""
+    first = _start(tmp_path / "a", tmp_path / "cache")
+    assert not first["existed"] and first["block_types"] > 10 and "flow_run" in first["tables"]
+    with contextlib.closing(sqlite3.connect(first["template"])) as con:  # migrated, no flow runs
+        assert con.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # one file, nothing in a WAL
+        assert con.execute("SELECT count(*) FROM flow_run").fetchone() == (0,)
+        con.execute("CREATE TABLE fer_test_marker (x INTEGER)")
+        con.commit()
+    second = _start(tmp_path / "b", tmp_path / "cache")
+    assert not second["existed"] and "fer_test_marker" in second["tables"] and second["block_types"] > 10
+    # a damaged template is ignored: the next new home migrates its own database
+    with open(first["template"], "wb") as f:
+        f.write(b"not a database")
+    third = _start(tmp_path / "c", tmp_path / "cache")
+    assert "flow_run" in third["tables"] and "fer_test_marker" not in third["tables"]
