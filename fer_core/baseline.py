@@ -1,6 +1,7 @@
 """The baseline model shipped with the package, and bootstrapping an empty registry with it.
 
-`assets/baseline.keras` is the compact model trained by `fer pipeline run` on ../shared/data;
+`assets/baseline.keras` is the model trained by `fer pipeline run` on ../shared/data, with its TFLite
+form beside it (`baseline.tflite`, tied to it by the digest in `baseline.sha`: converting takes ~15 s);
 `assets/baseline.json` holds its card's numbers (data fingerprint, config, metrics) and
 `assets/MODEL_CARD.md` its model card.
 """
@@ -56,10 +57,10 @@ def bootstrap(settings: Settings, force: bool = False) -> dict[str, Any]:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         if asset("MODEL_CARD.md").is_file():
             mlflow.log_artifact(str(asset("MODEL_CARD.md")))
-        with tempfile.TemporaryDirectory() as tmp:  # the fast form, so workers need not convert it
-            from fer_core.classify import keras_to_tflite
+        with tempfile.TemporaryDirectory() as tmp:  # the fast form (shipped beside it), so workers need not convert it
+            from fer_core.classify import Classifier
 
-            (Path(tmp) / registry.TFLITE).write_bytes(keras_to_tflite(model))
+            (Path(tmp) / registry.TFLITE).write_bytes(Classifier.from_file(model_path()).tflite)
             mlflow.log_artifact(str(Path(tmp) / registry.TFLITE))
         logged = mlflow.tensorflow.log_model(model, name="model", signature=registry.model_signature(),
                                              pip_requirements=tracking.model_requirements())

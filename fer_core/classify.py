@@ -52,6 +52,23 @@ def keras_to_tflite(model, quantize: str = "float", representative: np.ndarray |
     return content
 
 
+def file_digest(path: str | Path) -> str:
+    """The content hash that ties a TFLite form to its `.keras` file."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def save_beside(keras_path: str | Path, content: bytes) -> Path:
+    """Write a `.keras` file's TFLite form beside it (NAME.tflite, and NAME.sha with the `.keras` digest,
+    written last), where `Classifier.from_file` finds it instead of converting."""
+    from fer_core import storage
+
+    keras_path = Path(keras_path)
+    target = keras_path.with_suffix(".tflite")
+    storage.write_bytes(str(target), content)
+    storage.write_text(str(keras_path.with_suffix(".sha")), file_digest(keras_path))
+    return target
+
+
 def _interpreter(content: bytes, batch: int, threads: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -82,13 +99,14 @@ class Classifier:
 
     @classmethod
     def from_file(cls, path: str | Path, cache_dir: str | Path | None = None, **kwargs) -> Classifier:
-        """Load a `.keras` (converted once, cached by content hash) or a `.tflite` file."""
+        """Load a `.keras` (its TFLite form from beside it or from the cache when its digest matches, else
+        converted once and cached by content hash) or a `.tflite` file."""
         path = Path(path)
         if path.suffix == ".tflite":
             return cls(path.read_bytes(), source=str(path), **kwargs)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        digest = file_digest(path)
         sibling = path.with_suffix(".tflite")
         cached = Path(cache_dir) / f"{digest}.tflite" if cache_dir else None
         for candidate in (cached, sibling):

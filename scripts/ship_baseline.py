@@ -1,4 +1,5 @@
-"""Ship a registered version as the package's baseline: fer_core/assets/{baseline.keras, baseline.json, MODEL_CARD.md}.
+"""Ship a registered version as the package's baseline: fer_core/assets/{baseline.keras, its TFLite form
+baseline.tflite and baseline.sha, baseline.json, MODEL_CARD.md}.
 
 Everything written comes from the registry and MLflow, never typed by hand: the version's tags (dataset,
 fingerprints, config hash, commit, gate decision and figures), its training run's parameters, metrics and
@@ -25,7 +26,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fer_core import registry  # noqa: E402
+from fer_core import models, registry  # noqa: E402
+from fer_core.classify import keras_to_tflite, save_beside  # noqa: E402
 from fer_core.config import load_settings  # noqa: E402
 
 ASSETS = ROOT / "fer_core" / "assets"
@@ -104,6 +106,8 @@ def main() -> None:
                        f"{m.get('train_images_per_s', 0):.0f} images/s ({init['trained'] or 'its card says no more'}); "
                        f"its settings: `{json.dumps(init['params'])}`"]
     shutil.copyfile(resolved.path, ASSETS / "baseline.keras")
+    tflite = resolved.tflite.read_bytes() if resolved.tflite else keras_to_tflite(models.load(str(resolved.path)))
+    save_beside(ASSETS / "baseline.keras", tflite)
     (ASSETS / "baseline.json").write_text(json.dumps(info, indent=2) + "\n")
     (ASSETS / "MODEL_CARD.md").write_text(card.rstrip() + "\n" + "\n".join(provenance) + "\n")
     print(json.dumps({"shipped": args.version, "from": str(resolved.path), "assets": str(ASSETS)}))
