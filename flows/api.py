@@ -90,6 +90,8 @@ def _seed_from_template(db: Path) -> bool:
 
 def _save_template(db: Path) -> None:
     """A consistent copy of a just-migrated database, before any flow writes to it (sqlite's backup API)."""
+    if not db.is_file():  # the server chose another database than this process sees: nothing to copy
+        return
     template = _template_path()
     tmp = template.with_name(f".{template.name}.{os.getpid()}")
     try:

@@ -9,8 +9,6 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 SNIPPET = """
 import json, os, sys, httpx
 from pathlib import Path
@@ -34,6 +32,7 @@ def _start(home, cache) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_new_home_starts_from_the_cached_empty_database(tmp_path):
     """The first new home migrates its database and leaves an empty copy in the cache; the next new home
     starts from that copy (its marker table shows it) and the server answers with Prefect's block types."""
@@ -46,8 +45,17 @@ def test_a_new_home_starts_from_the_cached_empty_database(tmp_path):
         con.commit()
     second = _start(tmp_path / "b", tmp_path / "cache")
     assert not second["existed"] and "fer_test_marker" in second["tables"] and second["block_types"] > 10
-    # a damaged template is ignored: the next new home migrates its own database
-    with open(first["template"], "wb") as f:
-        f.write(b"not a database")
-    third = _start(tmp_path / "c", tmp_path / "cache")
-    assert "flow_run" in third["tables"] and "fer_test_marker" not in third["tables"]
+
+
+def test_a_damaged_or_missing_template_is_ignored(tmp_path, monkeypatch):
+    """Without a usable copy the new home's database is left to the server to migrate, as before."""
+    from flows import api
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    db = tmp_path / "home" / "prefect.db"
+    assert not api._seed_from_template(db) and not db.exists()  # no copy yet
+    api._template_path().parent.mkdir(parents=True)
+    api._template_path().write_bytes(b"not a database")
+    assert not api._seed_from_template(db) and not db.exists()
+    api._save_template(tmp_path / "nowhere.db")  # a database that is not there is not copied
+    assert api._template_path().read_bytes() == b"not a database"
