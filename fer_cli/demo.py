@@ -106,7 +106,7 @@ def run_demo(settings: Settings, out=sys.stderr) -> dict[str, Any]:
     data = write_demo_data(demo / "data")
     overrides = [f'home="{home}"', f'data.fer2013="{data["fer2013"]}"', f'data.expw="{data["expw"]}"',
                  f'mlflow.tracking_uri="{settings.tracking_uri}"', *DEMO_OVERRIDES]
-    say("[3/4] running the retraining flow (Prefect, no server)")
+    say("[3/4] running the retraining flow (Prefect, its API server started for this command only)")
     result = retrain(None, overrides)
     decision = result.get("decision", {})
     say(f"      status: {result['status']}" + (f" ({result.get('reason')})" if result.get("reason") else ""))
