@@ -58,9 +58,9 @@ def bootstrap(settings: Settings, force: bool = False) -> dict[str, Any]:
         if asset("MODEL_CARD.md").is_file():
             mlflow.log_artifact(str(asset("MODEL_CARD.md")))
         with tempfile.TemporaryDirectory() as tmp:  # the fast form (shipped beside it), so workers need not convert it
-            from fer_core.classify import Classifier
+            from fer_core.classify import tflite_form
 
-            (Path(tmp) / registry.TFLITE).write_bytes(Classifier.from_file(model_path()).tflite)
+            (Path(tmp) / registry.TFLITE).write_bytes(tflite_form(model_path()))
             mlflow.log_artifact(str(Path(tmp) / registry.TFLITE))
         logged = mlflow.tensorflow.log_model(model, name="model", signature=registry.model_signature(),
                                              pip_requirements=tracking.model_requirements())

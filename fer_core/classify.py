@@ -57,16 +57,42 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def save_beside(keras_path: str | Path, content: bytes) -> Path:
-    """Write a `.keras` file's TFLite form beside it (NAME.tflite, and NAME.sha with the `.keras` digest,
-    written last), where `Classifier.from_file` finds it instead of converting."""
+def _write_pair(target: Path, content: bytes, digest: str) -> None:
+    """A TFLite form and the digest of its `.keras` file: each whole or absent, the digest last, so a torn
+    pair is converted again."""
     from fer_core import storage
 
+    storage.write_bytes(str(target), content)
+    storage.write_text(str(target.with_suffix(".sha")), digest)
+
+
+def save_beside(keras_path: str | Path, content: bytes) -> Path:
+    """Write a `.keras` file's TFLite form beside it (NAME.tflite and NAME.sha), where `tflite_form` finds
+    it instead of converting."""
     keras_path = Path(keras_path)
     target = keras_path.with_suffix(".tflite")
-    storage.write_bytes(str(target), content)
-    storage.write_text(str(keras_path.with_suffix(".sha")), file_digest(keras_path))
+    _write_pair(target, content, file_digest(keras_path))
     return target
+
+
+def tflite_form(path: str | Path, cache_dir: str | Path | None = None) -> bytes:
+    """A `.keras` file's TFLite form: from beside it or from the cache when its digest matches, else
+    converted once (and cached by content hash when `cache_dir` is given)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    digest = file_digest(path)
+    cached = Path(cache_dir) / f"{digest}.tflite" if cache_dir else None
+    for candidate in (cached, path.with_suffix(".tflite")):
+        if candidate is not None and candidate.is_file() and candidate.with_suffix(".sha").is_file() \
+                and candidate.with_suffix(".sha").read_text() == digest:
+            return candidate.read_bytes()
+    from fer_core import models
+
+    content = keras_to_tflite(models.load(str(path)))
+    if cached is not None:
+        _write_pair(cached, content, digest)
+    return content
 
 
 def _interpreter(content: bytes, batch: int, threads: int):
@@ -99,29 +125,11 @@ class Classifier:
 
     @classmethod
     def from_file(cls, path: str | Path, cache_dir: str | Path | None = None, **kwargs) -> Classifier:
-        """Load a `.keras` (its TFLite form from beside it or from the cache when its digest matches, else
-        converted once and cached by content hash) or a `.tflite` file."""
+        """Load a `.keras` (through `tflite_form`) or a `.tflite` file."""
         path = Path(path)
         if path.suffix == ".tflite":
             return cls(path.read_bytes(), source=str(path), **kwargs)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
-        digest = file_digest(path)
-        sibling = path.with_suffix(".tflite")
-        cached = Path(cache_dir) / f"{digest}.tflite" if cache_dir else None
-        for candidate in (cached, sibling):
-            if candidate is not None and candidate.is_file() and candidate.with_suffix(".sha").is_file() \
-                    and candidate.with_suffix(".sha").read_text() == digest:
-                return cls(candidate.read_bytes(), source=str(path), **kwargs)
-        from fer_core import models
-
-        content = keras_to_tflite(models.load(str(path)))
-        if cached is not None:  # each file whole or absent; the digest last, so a torn pair is converted again
-            from fer_core import storage
-
-            storage.write_bytes(str(cached), content)
-            storage.write_text(str(cached.with_suffix(".sha")), digest)
-        return cls(content, source=str(path), **kwargs)
+        return cls(tflite_form(path, cache_dir), source=str(path), **kwargs)
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         faces = np.asarray(faces)
