@@ -84,6 +84,9 @@ class _Tensor:
 
     def array(self) -> np.ndarray:
         item = self.storage.dtype.itemsize
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride, strict=True)) if all(self.size) else 0
+        if self.offset < 0 or min(self.stride, default=0) < 0 or last >= max(len(self.storage.data), 1):
+            raise ValueError(f"a tensor of the checkpoint reaches outside its storage ({self.storage.key})")
         flat = self.storage.data[self.offset:]
         return np.lib.stride_tricks.as_strided(flat, self.size, tuple(s * item for s in self.stride)).copy()
 

@@ -178,3 +178,18 @@ def test_fer_train_fine_tunes_the_pretrained_base_with_imagenet_statistics_kept(
     np.testing.assert_array_equal(base.get_layer("bn0").moving_mean.numpy(), state["_bn0.running_mean"])
     conv = base.get_layer("blocks.15._project_conv").get_weights()[0]
     assert not np.allclose(conv, state["_blocks.15._project_conv.weight"].transpose(2, 3, 1, 0))
+
+
+def test_reader_refuses_a_tensor_that_reaches_outside_its_storage(tmp_path):
+    """A doctored checkpoint (a shape larger than its bytes) is an error, not a read of stray memory."""
+    torch.save({"w": torch.zeros(4)}, tmp_path / "ok.pt")
+    with zipfile.ZipFile(tmp_path / "ok.pt") as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    pkl = next(name for name in members if name.endswith("data.pkl"))
+    assert b"K\x04\x85" in members[pkl]  # the pickled size (4,)
+    members[pkl] = members[pkl].replace(b"K\x04\x85", b"K\x40\x85", 1)
+    with zipfile.ZipFile(tmp_path / "doctored.pt", "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(ValueError, match="outside its storage"):
+        efficientnet_lite.read_state_dict(tmp_path / "doctored.pt")
