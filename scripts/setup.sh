@@ -22,7 +22,9 @@ python3 -m venv .venv
 # The dev lock pins PyTorch's CPU build (the EfficientNet-Lite0 port is tested against it), which PyPI lacks:
 # pip finds it in a local wheel folder its configuration names (find-links), else on PyTorch's CPU index.
 extra=()
-.venv/bin/pip config list 2>/dev/null | grep -q "find-links" || extra=(--extra-index-url https://download.pytorch.org/whl/cpu)
+# (read whole, not piped into grep -q: with pipefail, pip's broken pipe would count as "not configured")
+pip_config=$(.venv/bin/pip config list 2>/dev/null || true)
+[[ $pip_config == *find-links* ]] || extra=(--extra-index-url https://download.pytorch.org/whl/cpu)
 .venv/bin/pip install -q --require-hashes -r requirements-dev.lock "${extra[@]}"
 .venv/bin/pip install -q --no-deps -e .
 echo "setup: done. Try: .venv/bin/fer demo" >&2
