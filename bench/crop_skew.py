@@ -26,9 +26,11 @@ from fer_core.classify import Classifier  # noqa: E402
 from fer_core.data import dataset  # noqa: E402
 
 
-def detector(spec: str) -> detect.HaarDetector:
-    """A preset name or SCALE:NEIGHBOURS:MIN_SIZE, then any of +profile (the profile cascade too) and +rotA
+def detector(spec: str):
+    """One of detect.DETECTORS (BlazeFace alone or joined with the still preset), or a preset name or SCALE:NEIGHBOURS:MIN_SIZE, then any of +profile (the profile cascade too) and +rotA
     (frontal scans of the image turned by -A and +A degrees too)."""
+    if spec in detect.DETECTORS:  # BlazeFace, alone or with the still preset
+        return detect.preset(spec)
     base, *extras = spec.split("+")
     if base in detect.PRESETS:
         d = detect.preset(base)
@@ -52,8 +54,8 @@ def main() -> None:
     ap.add_argument("--expw", default=str(ROOT.parent / "shared" / "data" / "expw"))
     ap.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.05, 0.10, 0.15, 0.20])
     ap.add_argument("--detectors", nargs="+", default=list(detect.PRESETS),
-                    help="presets (video, still) or SCALE:NEIGHBOURS:MIN_SIZE, e.g. 1.05:3:20; +profile adds "
-                         "the profile cascade")
+                    help="presets (video, still), blazeface, still+blazeface, or SCALE:NEIGHBOURS:MIN_SIZE, "
+                         "e.g. 1.05:3:20; +profile adds the profile cascade")
     ap.add_argument("--splits", nargs="+", default=["val", "test"], help="the dataset version's splits whose "
                     "ExpW images are used (choose settings on val, report on test)")
     ap.add_argument("--labelled-margin", type=float, default=0.10, help="the training crop's margin")

@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-# Haar settings of fer predict and fer evaluate --through-detector: the names of detect.PRESETS, written here so
-# that parsing the command line does not import OpenCV (tests/test_detect.py checks they agree). Not to be
-# confused with --detector full|track of fer serve/analyze/bench: how often a video's frames are scanned.
-HAAR_PRESETS = ("still", "video")
+# Face detectors of fer predict and fer evaluate --through-detector: detect.STILL_DETECTOR first, then the
+# other names detect.preset knows, written here so that parsing the command line does not import OpenCV
+# (tests/test_detect.py checks they agree). Not to be confused with --detector full|track of fer
+# serve/analyze/bench: how often a video's frames are scanned.
+FACE_DETECTORS = ("still+blazeface", "still", "video", "blazeface", "blazeface+still")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -119,7 +120,7 @@ def _evaluate_through_detector(args, s) -> int:
         if not images:
             raise ValueError(f"dataset {args.test_split_of} has no ExpW faces in its test split")
     clf = registry.load_classifier(_model_uri(s, args.model), s)
-    result = evaluate.through_detector(clf, args.data, detector=detect.preset(args.haar), images=images,
+    result = evaluate.through_detector(clf, args.data, detector=detect.preset(args.face_detector), images=images,
                                        margin=s.data.margin, labelled_margin=s.data.margin)
     emit({**result, "data": args.data, "test_split_of": args.test_split_of or "", "model": clf.source,
           "model_version": clf.version})
@@ -141,8 +142,8 @@ def add_evaluate(sub) -> None:
                         "face counts as wrong); reports detection recall, accuracy on found faces and end to end")
     p.add_argument("--test-split-of", metavar="VERSION", help="with --through-detector: only the images of this "
                    "dataset version's test split")
-    p.add_argument("--haar", default="still", choices=HAAR_PRESETS,
-                   help="with --through-detector: the Haar settings, as fer predict --haar")
+    p.add_argument("--face-detector", "--haar", dest="face_detector", default=FACE_DETECTORS[0],
+                   choices=FACE_DETECTORS, help="with --through-detector: the face detector, as fer predict's")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -167,9 +168,10 @@ def cmd_predict(args) -> int:
               "results": [{"image": image, "error": reason} for image, reason in problems.items()]})
         return 1
     clf = registry.load_classifier(_offline_model_uri(s, args.model), s)
-    detector = detect.preset(args.haar)
-    if args.min_size:
-        detector.min_size = args.min_size
+    detector = detect.preset(args.face_detector)
+    for part in getattr(detector, "detectors", (detector,)):  # Haar scans down to it; BlazeFace's are filtered
+        if args.min_size and isinstance(part, detect.HaarDetector):
+            part.min_size = args.min_size
     results, failed = [], 0
     for image in args.images:
         gray = None if problems[image] else cv2.imread(image, cv2.IMREAD_GRAYSCALE)
@@ -181,7 +183,8 @@ def cmd_predict(args) -> int:
             results.append({"image": image, "error": reason})
             continue
         h, w = gray.shape
-        boxes = np.array([[0, 0, w, h]], np.int32) if args.no_detect else detector.detect(gray)
+        boxes = np.array([[0, 0, w, h]], np.int32) if args.no_detect else detector.detect(cv2.imread(image))
+        boxes = boxes[np.minimum(boxes[:, 2], boxes[:, 3]) >= args.min_size]
         margin = 0.0 if args.no_detect else s.data.margin  # a whole image is a crop already
         probs = clf.predict(crop.crop_faces(gray, boxes, margin)) if len(boxes) else np.zeros((0, 7))
         faces = [{"box": {"x": int(b[0]), "y": int(b[1]), "w": int(b[2]), "h": int(b[3])},
@@ -209,9 +212,11 @@ def add_predict(sub) -> None:
     _common(p)
     p.add_argument("images", nargs="+")
     p.add_argument("--model", help="model URI or .keras file (default: the analysis alias if set, else the champion)")
-    p.add_argument("--haar", default="still", choices=HAAR_PRESETS,
-                   help="Haar settings: still (default; finer scan, smaller and turned faces) or video (the worker's)")
-    p.add_argument("--min-size", type=int, default=0, help="smallest face side in pixels (default: the detector's)")
+    p.add_argument("--face-detector", "--haar", dest="face_detector", default=FACE_DETECTORS[0],
+                   choices=FACE_DETECTORS, help="still+blazeface (default: Haar's finer scan with profiles, then "
+                   "MediaPipe's BlazeFace where Haar found nothing), still, video (the worker's Haar), blazeface, "
+                   "blazeface+still")
+    p.add_argument("--min-size", type=int, default=0, help="drop faces smaller than this many pixels a side")
     p.add_argument("--no-detect", action="store_true", help="treat each whole image as one face crop")
     p.set_defaults(func=cmd_predict)
 

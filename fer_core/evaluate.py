@@ -216,11 +216,12 @@ def through_detector(classifier, root: str, detector=None, images: set[str] | No
         except storage.NotFoundError:
             unreadable.append(name)
             continue
-        gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-        if gray is None:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # for the detector
+        if image is None:
             unreadable.append(name)
             continue
-        predicted = detector.detect(gray)
+        gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)  # crops, decoded as training's
+        predicted = detector.detect(image)
         labelled = np.array([[b.left, b.top, b.right - b.left, b.bottom - b.top] for b in faces])
         matches = match_boxes(labelled, predicted, min_iou)
         unmatched += len(predicted) - sum(m is not None for m in matches)

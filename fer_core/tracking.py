@@ -97,7 +97,7 @@ E2E_KEYS = ("accuracy", "detection_recall", "accuracy_on_found", "accuracy_on_fo
 
 
 def through_detector(settings: Settings, ds: Dataset, clf: Classifier) -> dict[str, Any]:
-    """End to end on the whole images of the test split's ExpW faces, as `fer predict` sees them (the still
+    """End to end on the whole images of the test split's ExpW faces, as `fer predict` sees them (its default
     detector, the shared crop); empty when the dataset has no ExpW test faces or its images are not at hand."""
     from fer_core import detect
     from fer_core.data import dataset
@@ -105,7 +105,8 @@ def through_detector(settings: Settings, ds: Dataset, clf: Classifier) -> dict[s
     images = dataset.expw_images(ds.path) if settings.data.expw else set()
     if not images:
         return {}
-    result = evaluate.through_detector(clf, settings.data.expw, detector=detect.preset("still"), images=images,
+    result = evaluate.through_detector(clf, settings.data.expw, detector=detect.preset(detect.STILL_DETECTOR),
+                                       images=images,
                                        margin=settings.data.margin, labelled_margin=settings.data.margin)
     return {k: v for k, v in result.items() if k != "unreadable_images"} | {
         "unreadable_images": len(result["unreadable_images"])}

@@ -155,10 +155,11 @@ def test_profile_cascade_keeps_every_frontal_face_and_finds_turned_ones():
     assert added > 0
 
 
-def test_the_command_lines_haar_choices_are_the_detectors_presets():
-    from fer_cli.commands import HAAR_PRESETS
+def test_the_command_lines_face_detectors_are_the_ones_detect_knows():
+    from fer_cli.commands import FACE_DETECTORS
 
-    assert set(HAAR_PRESETS) == set(detect.PRESETS)
+    assert set(FACE_DETECTORS) == {*detect.PRESETS, *detect.DETECTORS}
+    assert FACE_DETECTORS[0] == detect.STILL_DETECTOR
 
 
 def test_turned_scans_find_a_tilted_face_where_it_is():
