@@ -22,15 +22,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fer_core import detect, evaluate  # noqa: E402
+from fer_core.blazeface import BlazeFace  # noqa: E402
 from fer_core.classify import Classifier  # noqa: E402
 from fer_core.data import dataset  # noqa: E402
 
 
 def detector(spec: str):
-    """One of detect.DETECTORS (BlazeFace alone or joined with the still preset), or a preset name or SCALE:NEIGHBOURS:MIN_SIZE, then any of +profile (the profile cascade too) and +rotA
-    (frontal scans of the image turned by -A and +A degrees too)."""
-    if spec in detect.DETECTORS:  # BlazeFace, alone or with the still preset
-        return detect.preset(spec)
+    """A Haar setting: a preset name or SCALE:NEIGHBOURS:MIN_SIZE, then any of +profile (the profile cascade
+    too) and +rotA (frontal scans of the image turned by -A and +A degrees too). Or BlazeFace joined to one:
+    `blazeface` or `blazeface@SCORE` (its score threshold) before or after a `+`, as in still+blazeface@0.4
+    (the first detector's boxes, then the second's where no box is yet)."""
+    first, _, second = spec.partition("+")
+    if first.startswith("blazeface") or second.startswith("blazeface"):
+        parts = [blazeface(p) if p.startswith("blazeface") else haar(p) for p in (first, second) if p]
+        return parts[0] if len(parts) == 1 else detect.Combined(tuple(parts))
+    return haar(spec)
+
+
+def blazeface(spec: str) -> BlazeFace:
+    _, _, score = spec.partition("@")
+    return BlazeFace(min_score=float(score)) if score else BlazeFace()
+
+
+def haar(spec: str) -> detect.HaarDetector:
     base, *extras = spec.split("+")
     if base in detect.PRESETS:
         d = detect.preset(base)
@@ -54,8 +68,8 @@ def main() -> None:
     ap.add_argument("--expw", default=str(ROOT.parent / "shared" / "data" / "expw"))
     ap.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.05, 0.10, 0.15, 0.20])
     ap.add_argument("--detectors", nargs="+", default=list(detect.PRESETS),
-                    help="presets (video, still), blazeface, still+blazeface, or SCALE:NEIGHBOURS:MIN_SIZE, "
-                         "e.g. 1.05:3:20; +profile adds the profile cascade")
+                    help="presets (video, still) or SCALE:NEIGHBOURS:MIN_SIZE, e.g. 1.05:3:20; +profile adds "
+                         "the profile cascade; blazeface[@SCORE] alone or joined: still+blazeface@0.4")
     ap.add_argument("--splits", nargs="+", default=["val", "test"], help="the dataset version's splits whose "
                     "ExpW images are used (choose settings on val, report on test)")
     ap.add_argument("--labelled-margin", type=float, default=0.10, help="the training crop's margin")

@@ -6,7 +6,10 @@ the pairs with IoU >= 0.3 (the same face), the medians of: labelled width / Blaz
 Fit on the training split; the detector is then judged on validation and test (bench/crop_skew.py).
 Prints one JSON line.
 
+With --gray, BlazeFace gets the gray image (as three equal channels) instead of the colour one.
+
 Usage: python experiments/blazeface_boxes.py --dataset DATASET_DIR [--expw ../shared/data/expw] [--split train]
+       [--gray]
 """
 
 from __future__ import annotations
@@ -32,13 +35,15 @@ def main() -> None:
     ap.add_argument("--dataset", required=True, help="a dataset version folder (its split assignment is used)")
     ap.add_argument("--expw", default=str(ROOT.parent / "shared" / "data" / "expw"))
     ap.add_argument("--split", default="train")
+    ap.add_argument("--gray", action="store_true", help="detect on the gray image")
     args = ap.parse_args()
     images = dataset.expw_images(args.dataset, (args.split,))
     by_image = evaluate.labelled_faces(args.expw, images)
     detector = BlazeFace()
     width, height, shift, best = [], [], [], []
     for name, faces in sorted(by_image.items()):
-        image = cv2.imread(str(Path(args.expw) / expw.IMAGES / name), cv2.IMREAD_COLOR)
+        image = cv2.imread(str(Path(args.expw) / expw.IMAGES / name),
+                           cv2.IMREAD_GRAYSCALE if args.gray else cv2.IMREAD_COLOR)
         if image is None:
             continue
         _, boxes = detector.scores_and_boxes(image)
@@ -54,7 +59,7 @@ def main() -> None:
             height.append(label[3] / h)
             shift.append(((label[1] + label[3] / 2) - (y + h / 2)) / h)
     best_iou = np.asarray(best)
-    print(json.dumps({"experiment": "blazeface_boxes", "split": args.split, "faces": len(best),
+    print(json.dumps({"experiment": "blazeface_boxes", "split": args.split, "gray": args.gray, "faces": len(best),
                       "paired": len(width), "share_iou_0.3": round(float((best_iou >= 0.3).mean()), 4),
                       "share_iou_0.5_unmapped": round(float((best_iou >= 0.5).mean()), 4),
                       "width_ratio": round(float(np.median(width)), 3),

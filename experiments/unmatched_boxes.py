@@ -1,11 +1,12 @@
 """What the boxes that match no labelled face are: contact sheets of them, from the `still` preset alone and
-from what turned scans (`HaarDetector.rotations`) add to it, on ExpW images none of the models trained on.
+from what a second look adds to it (turned scans, `HaarDetector.rotations`; or BlazeFace, `--add blazeface`),
+on ExpW images none of the models trained on.
 
 ExpW labels some faces of an image, not all, so a box that matches no label may be a real face or a false one;
 only looking tells. Writes two PNG sheets (48 crops each, 64 px) and prints one JSON line with the counts.
 
 Usage: python experiments/unmatched_boxes.py --dataset DATASET_DIR [--expw ../shared/data/expw] [--split val]
-       [--images 200] [--turn 15] [--out .]
+       [--images 200] [--add turned|blazeface] [--turn 15] [--out .]
 """
 
 from __future__ import annotations
@@ -39,22 +40,29 @@ def main() -> None:
     ap.add_argument("--expw", default=str(ROOT.parent / "shared" / "data" / "expw"))
     ap.add_argument("--split", default="val")
     ap.add_argument("--images", type=int, default=200, help="the first N images of the split, by name")
+    ap.add_argument("--add", choices=("turned", "blazeface"), default="turned",
+                    help="what is added to the still preset: turned scans, or BlazeFace (the still+blazeface detector)")
     ap.add_argument("--turn", type=float, default=15.0, help="turned scans at -TURN and +TURN degrees")
     ap.add_argument("--out", default=".", help="folder for the two PNG sheets")
     args = ap.parse_args()
     by_image = evaluate.labelled_faces(args.expw, dataset.expw_images(args.dataset, (args.split,)))
     upright = detect.preset("still")
-    turning = detect.preset("still")
-    turning.rotations = (-args.turn, args.turn)
-    unmatched: dict[str, list[np.ndarray]] = {"preset": [], "added_by_turning": []}
+    if args.add == "turned":
+        extended = detect.preset("still")
+        extended.rotations = (-args.turn, args.turn)
+    else:
+        extended = detect.preset("still+blazeface")
+    added_by = f"added_by_{args.add}"
+    unmatched: dict[str, list[np.ndarray]] = {"preset": [], added_by: []}
     for name, faces in sorted(by_image.items())[:args.images]:
-        gray = cv2.imread(str(Path(args.expw) / expw.IMAGES / name), cv2.IMREAD_GRAYSCALE)
-        if gray is None:
+        image = cv2.imread(str(Path(args.expw) / expw.IMAGES / name), cv2.IMREAD_COLOR)
+        if image is None:
             continue
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         labelled = np.array([[b.left, b.top, b.right - b.left, b.bottom - b.top] for b in faces])
-        before = upright.detect(gray)
-        added = [box for box in turning.detect(gray) if not (before == box).all(axis=1).any()]
-        for kind, found in (("preset", list(before)), ("added_by_turning", added)):
+        before = upright.detect(image)
+        added = [box for box in extended.detect(image) if not (before == box).all(axis=1).any()]
+        for kind, found in (("preset", list(before)), (added_by, added)):
             for box in found:
                 if detect.iou(box[None], labelled).max() < 0.5:
                     unmatched[kind].append(crop.crop_faces(gray, box[None], 0.10)[0])
@@ -62,7 +70,7 @@ def main() -> None:
     for kind, crops in unmatched.items():
         cv2.imwrite(str(out / f"unmatched_{kind}.png"), sheet(crops))
     print(json.dumps({"experiment": "unmatched_boxes", "split": args.split, "images": min(args.images, len(by_image)),
-                      "turn": args.turn, **{kind: len(c) for kind, c in unmatched.items()},
+                      "added": args.add, **({"turn": args.turn} if args.add == "turned" else {}), **{kind: len(c) for kind, c in unmatched.items()},
                       "sheets": [str(out / f"unmatched_{k}.png") for k in unmatched]}))
 
 
