@@ -81,7 +81,7 @@ def main() -> None:
             t0 = time.perf_counter()
             r = evaluate.through_detector(clf, args.expw, detector=detector(name), images=images,
                                           margin=margin, labelled_margin=args.labelled_margin)
-            print(json.dumps({"bench": "crop_skew", "detector": name, **r["detector"], "margin": margin,
+            print(json.dumps({"bench": "crop_skew", "detector": name, "settings": r["detector"], "margin": margin,
                               "splits": args.splits,
                               "faces": r["n"], "images": r["images"], "unmatched_boxes": r["unmatched_boxes"],
                               "detection_recall": r["detection_recall"],

@@ -108,7 +108,7 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate_through_detector(args, s) -> int:
     from fer_cli.output import emit
-    from fer_core import detect, evaluate, registry
+    from fer_core import evaluate, registry
 
     if evaluate.detect_format(args.data) != "expw":
         raise ValueError(f"--through-detector needs ExpW-format data (label/label.lst + origin/): {args.data}")
@@ -120,7 +120,7 @@ def _evaluate_through_detector(args, s) -> int:
         if not images:
             raise ValueError(f"dataset {args.test_split_of} has no ExpW faces in its test split")
     clf = registry.load_classifier(_model_uri(s, args.model), s)
-    result = evaluate.through_detector(clf, args.data, detector=detect.preset(args.face_detector), images=images,
+    result = evaluate.through_detector(clf, args.data, detector=args.face_detector, images=images,
                                        margin=s.data.margin, labelled_margin=s.data.margin)
     emit({**result, "data": args.data, "test_split_of": args.test_split_of or "", "model": clf.source,
           "model_version": clf.version})

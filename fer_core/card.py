@@ -80,8 +80,8 @@ def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[s
     if end_to_end:
         e = end_to_end
         lines += ["", "## End to end through the detector (as `fer predict` sees it)", "",
-                  f"Whole images of the test split's ExpW faces ({e['n']} faces in {e['images']} images), Haar "
-                  f"(still settings), crops grown by {e['margin']:.2f}; a face is found at IoU >= {e['min_iou']}, "
+                  f"Whole images of the test split's ExpW faces ({e['n']} faces in {e['images']} images), the "
+                  f"`{e.get('detector_name') or 'still'}` face detector, crops grown by {e['margin']:.2f}; a face is found at IoU >= {e['min_iou']}, "
                   "a missed face counts as wrong.", "",
                   f"- detection recall {e['detection_recall']:.4f}; accuracy on found faces {e['accuracy_on_found']:.4f} "
                   f"(the same faces from their labelled boxes: {e['accuracy_on_found_labelled_crop']:.4f}); "

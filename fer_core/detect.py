@@ -166,6 +166,14 @@ def preset(name: str) -> HaarDetector | Combined:
     raise ValueError(f"unknown detector {name!r} (choose from {', '.join((*PRESETS, *DETECTORS))})")
 
 
+def describe(detector) -> dict:
+    """A detector's settings, to report beside the figures it produced."""
+    if isinstance(detector, Combined):
+        return {"kind": "combined", "detectors": [describe(d) for d in detector.detectors]}
+    fields = getattr(detector, "__dataclass_fields__", {})
+    return {"kind": type(detector).__name__, **{k: getattr(detector, k) for k in fields}}
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU of (x, y, w, h) boxes: shape (len(a), len(b))."""
     a = np.asarray(a, np.float64).reshape(-1, 4)

@@ -191,15 +191,15 @@ def labelled_faces(root: str, images: set[str] | None = None) -> dict[str, list]
     return by_image
 
 
-DETECTOR_SETTINGS = ("scale_factor", "min_neighbors", "min_size", "profile", "rotations")  # reported with results
 
 
-def through_detector(classifier, root: str, detector=None, images: set[str] | None = None,
+def through_detector(classifier, root: str, detector: Any = None, images: set[str] | None = None,
                      min_iou: float = 0.5, margin: float = 0.10, labelled_margin: float = 0.10) -> dict[str, Any]:
     """End to end on ExpW-format data, as `fer predict` sees it: whole images through the detector, its
     boxes cropped (`fer_core.crop`, grown by `margin`) and classified. A labelled face is found when a
     predicted box overlaps it with IoU >= `min_iou`; a missed face counts as wrong. `images`: only these
-    image names (e.g. a dataset version's test split).
+    image names (e.g. a dataset version's test split). `detector`: a name `detect.preset` knows (default: the
+    one `fer predict` uses) or a detector object.
 
     The same found faces are also classified from their labelled boxes grown by `labelled_margin` (the
     training crop): the gap between the two accuracies is the train/serve skew of the crop geometry."""
@@ -207,7 +207,8 @@ def through_detector(classifier, root: str, detector=None, images: set[str] | No
 
     from fer_core import crop, detect
 
-    detector = detector or detect.preset("still")
+    detector_name = detector if isinstance(detector, str) else "" if detector is not None else detect.STILL_DETECTOR
+    detector = detect.preset(detector_name) if detector_name else detector
     by_image = labelled_faces(root, images)
     y_true, found, served, labelled_crops, unreadable, unmatched = [], [], [], [], [], 0
     for name, faces in sorted(by_image.items()):
@@ -246,5 +247,5 @@ def through_detector(classifier, root: str, detector=None, images: set[str] | No
             "accuracy_on_found_labelled_crop": on_labelled.get("accuracy", 0.0),
             "accuracy": round(float(correct.mean()), 4) if len(y) else 0.0,
             "min_iou": min_iou, "margin": margin, "labelled_margin": labelled_margin,
-            "detector": {k: getattr(detector, k) for k in DETECTOR_SETTINGS if hasattr(detector, k)},
+            "detector_name": detector_name, "detector": detect.describe(detector),
             "found_faces": on_found}

@@ -105,8 +105,7 @@ def through_detector(settings: Settings, ds: Dataset, clf: Classifier) -> dict[s
     images = dataset.expw_images(ds.path) if settings.data.expw else set()
     if not images:
         return {}
-    result = evaluate.through_detector(clf, settings.data.expw, detector=detect.preset(detect.STILL_DETECTOR),
-                                       images=images,
+    result = evaluate.through_detector(clf, settings.data.expw, detector=detect.STILL_DETECTOR, images=images,
                                        margin=settings.data.margin, labelled_margin=settings.data.margin)
     return {k: v for k, v in result.items() if k != "unreadable_images"} | {
         "unreadable_images": len(result["unreadable_images"])}

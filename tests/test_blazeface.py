@@ -124,3 +124,20 @@ def test_mapped_boxes_match_most_labelled_expw_faces():
                 hits[key] += int((detect.iou(truth, boxes).max(axis=1) >= 0.5).sum())
     assert hits["mapped"] >= 0.7 * faces
     assert hits["mapped"] > hits["unmapped"]
+
+
+def test_fer_predict_with_blazeface_reports_its_box(tiny_model_path, tmp_path):
+    """`fer predict --face-detector blazeface`: the one face of the portrait, in BlazeFace's mapped box; with
+    --min-size above that face's side, no face."""
+    import json
+    import subprocess
+    import sys
+
+    path = str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    want = BlazeFace().detect(_photo())[0]
+    cmd = [sys.executable, "-m", "fer_cli", "predict", path, "--face-detector", "blazeface",
+           "--model", str(tiny_model_path), "--set", f"home={tmp_path}"]
+    faces = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)["results"][0]["faces"]
+    assert [list(f["box"].values()) for f in faces] == [want.tolist()]
+    big = subprocess.run([*cmd, "--min-size", str(int(want[2:].min()) + 1)], capture_output=True, text=True, check=True)
+    assert json.loads(big.stdout)["results"][0]["faces"] == []

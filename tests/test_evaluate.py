@@ -187,7 +187,9 @@ def test_through_detector_counts_missed_faces_as_wrong(tiny_model_path, tmp_path
     assert r["found"] == 7 and r["detection_recall"] == pytest.approx(7 / 8, abs=1e-4)
     assert r["unmatched_boxes"] == 0  # one face per portrait, and each is labelled
     assert r["accuracy"] == pytest.approx(r["accuracy_on_found"] * 7 / 8, abs=1e-3)
-    assert {k: r["detector"][k] for k in detect.PRESETS["still"]} == detect.PRESETS["still"] and r["margin"] == r["labelled_margin"] == 0.1
+    assert r["detector_name"] == detect.STILL_DETECTOR and r["margin"] == r["labelled_margin"] == 0.1
+    haar, blaze = r["detector"]["detectors"]
+    assert {k: haar[k] for k in detect.PRESETS["still"]} == detect.PRESETS["still"] and blaze["kind"] == "BlazeFace"
     assert 0 <= r["accuracy_on_found_labelled_crop"] <= 1 and r["found_faces"]["n"] == 7
     only = evaluate.through_detector(clf, str(expw_root), images={lines[0].split()[0]})
     assert only["n"] == 2 and only["found"] == 1
