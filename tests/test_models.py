@@ -360,7 +360,13 @@ def test_warm_start_continues_from_a_saved_model(settings_factory, tmp_path):
                        splits, tmp_path / "b")
     assert np.allclose(warm.model.predict(x[:32], verbose=0), expected, atol=1e-6)
     fresh = train.train(settings_factory("train.epochs=0", *common), splits, tmp_path / "c")
-    assert not np.allclose(fresh.model.predict(x[:32], verbose=0), expected, atol=1e-3)
+    # the fresh start is not the trained model: compared by weights, since on test-written faces (no ../shared)
+    # one epoch leaves the calibrated probabilities all near 1/7 either way
+    same = [np.allclose(a, b, atol=1e-6) for a, b in zip(fresh.model.get_weights(), first.model.get_weights(),
+                                                          strict=True)]
+    assert not all(same)
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(warm.model.get_weights(), first.model.get_weights(),
+                                                           strict=True))
     wider = settings_factory("train.epochs=1", "train.width=24", f'train.init_from="{first.model_path}"')
     with pytest.raises(ValueError, match="init_from"):
         train.train(wider, splits, tmp_path / "d")
