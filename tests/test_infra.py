@@ -159,7 +159,9 @@ def test_dockerfiles_are_slim_pinned_non_root_with_healthchecks():
         text = (ROOT / "infra" / "docker" / name).read_text()
         assert re.search(r"^FROM python:3\.11\.\d+-slim-bookworm$", text, re.M), name
         assert re.search(r"^USER fer$", text, re.M) and "HEALTHCHECK" in text, name
-        assert "pip install --require-hashes -r requirements.lock && pip install --no-deps ." in text, name
+        # the lock names every dependency: nothing to resolve (old pips resolve extras wrongly), pip check after
+        assert "pip install --no-deps --require-hashes -r requirements.lock && pip check && pip install --no-deps ." \
+            in text, name
     assert "opencv-python-headless" in (ROOT / "pyproject.toml").read_text()
 
 
@@ -181,7 +183,8 @@ def test_every_install_reads_the_lock_file():
             assert req.specifier.contains(locked[req.name.lower()]), f"{req.name}=={locked[req.name.lower()]} vs {spec}"
     assert Version(locked["keras"]) >= Version("3.14")
     assert "--require-hashes -r requirements-dev.lock" in (ROOT / "scripts" / "setup.sh").read_text()
-    assert '--require-hashes -r "$FER_PREFIX/src/requirements.lock"' in (ROOT / "infra" / "vm" / "startup.sh").read_text()
+    startup = (ROOT / "infra" / "vm" / "startup.sh").read_text()
+    assert '--no-deps --require-hashes -r "$FER_PREFIX/src/requirements.lock"' in startup and "pip\" check" in startup
     assert "--hash=sha256:" in (ROOT / "requirements.lock").read_text()
 
 

@@ -15,7 +15,7 @@ COPY fer_core fer_core
 COPY fer_cli fer_cli
 COPY flows flows
 COPY serving serving
-RUN pip install --require-hashes -r requirements.lock && pip install --no-deps . \
+RUN pip install --no-deps --require-hashes -r requirements.lock && pip check && pip install --no-deps . \
     && pip uninstall -y tensorflow-cpu && pip install "tensorflow[and-cuda]==${TF_VERSION}" "prefect-gcp[aiplatform]>=0.6.20,<0.7"
 # Named volumes start as copies of these folders, so they belong to fer, not root.
 RUN mkdir -p /data/fer && chown fer:fer /data/fer

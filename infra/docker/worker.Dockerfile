@@ -11,7 +11,7 @@ COPY fer_core fer_core
 COPY fer_cli fer_cli
 COPY flows flows
 COPY serving serving
-RUN pip install --require-hashes -r requirements.lock && pip install --no-deps .
+RUN pip install --no-deps --require-hashes -r requirements.lock && pip check && pip install --no-deps .
 # Named volumes start as copies of these folders, so they belong to fer, not root.
 RUN mkdir -p /data/fer && chown fer:fer /data/fer
 USER fer

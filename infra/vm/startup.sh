@@ -49,8 +49,12 @@ else
   git clone --depth 1 "$FER_SRC" "$FER_PREFIX/src"
 fi
 [ -x "$FER_PREFIX/venv/bin/python" ] || "$PYTHON" -m venv "$FER_PREFIX/venv"
-# Exactly the locked versions, hashes checked; then the project itself without resolving anything else.
-"$FER_PREFIX/venv/bin/pip" install -q --require-hashes -r "$FER_PREFIX/src/requirements.lock"
+# Exactly the locked versions, hashes checked, nothing resolved: the lock names every dependency. (Resolving
+# is what breaks: pip before 23.3, Debian 12's included, looks up an extra such as prefect's httpx[http2] as
+# the newest release, not the locked one, and refuses it unhashed: pypa/pip#12345.) pip check then confirms
+# the set is whole. Then the project itself.
+"$FER_PREFIX/venv/bin/pip" install -q --no-deps --require-hashes -r "$FER_PREFIX/src/requirements.lock"
+"$FER_PREFIX/venv/bin/pip" check
 "$FER_PREFIX/venv/bin/pip" install -q --no-deps "$FER_PREFIX/src"
 
 umask 077
