@@ -25,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer_core import detect
+
 MODEL_FILE = Path(__file__).parent / "assets" / "face_detection_full_range.tflite"
 MODEL_SHA256 = "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3"
 INPUT = 192  # the full-range model's square input
@@ -51,14 +53,6 @@ def decode(regressors: np.ndarray, logits: np.ndarray, min_score: float) -> tupl
     return np.c_[centre - half, centre + half], scores[keep]
 
 
-def _iou_xyxy(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    lo, hi = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-    area = lambda b: np.prod(np.clip(b[..., 2:] - b[..., :2], 0, None), axis=-1)  # noqa: E731
-    union = area(box) + area(boxes) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """MediaPipe's suppression: the best-scoring box and every box overlapping it by more than `threshold`
     become one box, their score-weighted mean, with the best score; repeat on what is left."""
@@ -68,7 +62,8 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = 0.3) 
     kept_boxes, kept_scores = [], []
     while left.any():
         top = int(np.flatnonzero(left)[0])
-        group = left & (_iou_xyxy(boxes[top], boxes) > threshold)
+        xywh = np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]
+        group = left & (detect.iou(xywh[top], xywh)[0] > threshold)
         group[top] = True
         weights = scores[group][:, None]
         kept_boxes.append((boxes[group] * weights).sum(axis=0) / weights.sum())
