@@ -81,6 +81,31 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self.step += 1
 
 
+def _duplicate_row(exc: BaseException) -> bool:
+    text = str(exc)
+    return "UNIQUE constraint" in text or "duplicate key" in text or "IntegrityError" in text
+
+
+def log_dataset(ds: Dataset, run_id: str, context: str = "training") -> None:
+    """Record the dataset version as the run's input (MLflow's dataset: name, digest, source, schema).
+
+    MLflow looks for the experiment's dataset row and inserts it when missing; runs logging the same new
+    dataset at once (a sweep's trials on Dask) can both miss it, and the second insert then fails on the
+    table's unique key. Tried again, the lookup finds the row and only the link is written."""
+    import mlflow
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+    x_train, y_train = ds.splits["train"]
+    entity = mlflow.data.from_numpy(x_train[:1000], targets=y_train[:1000], source=ds.path,
+                                    name=ds.version, digest=ds.version[3:])._to_mlflow_entity()
+    inputs = [DatasetInput(dataset=entity, tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)])]
+    client = mlflow.MlflowClient()
+    retry(retry=retry_if_exception(_duplicate_row), stop=stop_after_attempt(4), reraise=True,
+          wait=wait_random_exponential(multiplier=0.2, max=2.0))(client.log_inputs)(run_id, datasets=inputs)
+
+
 def evaluate_sets(clf: Classifier, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, Any]]:
     return {name: evaluate.metrics(y, clf.predict(x)) for name, (x, y) in sets.items() if len(y)}
 
@@ -134,10 +159,7 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
         mlflow.set_tags({"git_commit": commit, "dataset.version": ds.version,
                          "dataset.fingerprint": json.dumps(ds.stats.get("fingerprint", {})),
                          "config_hash": settings.section_hash("data", "balance", "split", "augment", "train")})
-        x_train, y_train = ds.splits["train"]
-        dataset_input = mlflow.data.from_numpy(x_train[:1000], targets=y_train[:1000], source=ds.path,
-                                               name=ds.version, digest=ds.version[3:])
-        mlflow.log_input(dataset_input, context="training")
+        log_dataset(ds, run.info.run_id)
         tr = train(settings, ds.splits, run_dir, callbacks=callbacks, sources=ds.sources)
         clf = Classifier.from_keras(tr.model)
         sets = ds.eval_sets()
@@ -164,7 +186,7 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
             (tmp_path / "model_card.md").write_text(card)
             (tmp_path / "model.tflite").write_bytes(clf.tflite)
             mlflow.log_artifacts(str(tmp_path))
-        example = x_train[:2]
+        example = ds.splits["train"][0][:2]
         signature = registry.model_signature()
         # The TensorFlow flavour stores Keras 3 models as data/model.keras (mlflow.keras 3.17 fails to save
         # an input example: it writes it before creating the model folder).

@@ -24,8 +24,9 @@ from typing import Any
 
 from prefect import flow
 
-from fer_core import registry
+from fer_core import registry, tracking
 from fer_core.config import ConfigError, load_settings
+from fer_core.data import dataset
 from flows.retrain import (
     _io_retries,
     build_dataset,
@@ -83,6 +84,9 @@ def sweep(grid_path: str, config: str | None = None, overrides: list[str] | None
         ds = build_dataset.with_options(**net)(s)
         candidates.append({"overrides": combo, "settings": s, "inputs": inputs, "dataset": ds,
                            "key": train_key(s, ds["version"])})
+    for path in dict.fromkeys(c["dataset"]["path"] for c in candidates):
+        # on the parent first: the trials running at once then find each dataset's row and only link it
+        tracking.log_dataset(dataset.load(path), parent, context="sweep")
     futures = [train_and_evaluate.submit(c["settings"], c["dataset"]["path"], c["key"], parent) for c in candidates]
     for c, future in zip(candidates, futures, strict=True):
         c["trained"] = future.result()

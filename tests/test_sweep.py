@@ -53,8 +53,13 @@ def test_sweep_trains_on_dask_and_gates_every_candidate(small_data, tmp_path):
     assert out["promoted"] in {c["version"] for c in out["candidates"]}  # no champion yet: floors only
     assert registry.champion(s).version == out["promoted"]
     client = helpers.mlflow_client(s.tracking_uri)
+    datasets = {c["dataset"] for c in out["candidates"]}
+    parent = client.get_run(out["parent_run_id"])
+    assert {d.dataset.name for d in parent.inputs.dataset_inputs} == datasets
     for c in out["candidates"]:
-        assert client.get_run(c["run_id"]).data.tags["mlflow.parentRunId"] == out["parent_run_id"]
+        run = client.get_run(c["run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == out["parent_run_id"]
+        assert [d.dataset.name for d in run.inputs.dataset_inputs] == [c["dataset"]]
 
 
 def test_retrain_decodes_expw_in_shards_on_dask(small_data, tmp_path):

@@ -67,3 +67,43 @@ def test_cli_train_logs_an_experiment_without_registering(small_data, tmp_path):
     run = client.get_run(out["run_id"])
     assert run.data.metrics["expw_test_accuracy"] == out["metrics"]["expw_test"]["accuracy"]
     assert registry.list_versions(s) == []  # an experiment registers nothing
+
+
+def test_runs_logging_one_new_dataset_at_once_all_link_it(tmp_path):
+    """MLflow checks for the dataset's row, then inserts it: runs racing on one new dataset (a sweep's trials)
+    collide on the unique key. Six threads at a barrier, five times over, reproduce it on sqlite (without
+    the retry most rounds fail); every run must end up linked to the one row."""
+    import threading
+
+    import numpy as np
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    try:
+        client = mlflow.MlflowClient()
+        experiment = client.create_experiment("race")
+        errors: list[str] = []
+        for round_ in range(5):
+            ds = dataset.Dataset(version=f"ds-race{round_:07d}", path=str(tmp_path / f"ds{round_}"), stats={},
+                                 splits={"train": (np.zeros((8, 48, 48), np.uint8), np.arange(8) % 7)})
+            runs = [client.create_run(experiment).info.run_id for _ in range(6)]
+            barrier = threading.Barrier(len(runs))
+
+            def log(run_id: str, ds=ds, barrier=barrier) -> None:
+                barrier.wait()
+                try:
+                    tracking.log_dataset(ds, run_id)
+                except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                    errors.append(f"{type(exc).__name__}: {exc}"[:200])
+
+            threads = [threading.Thread(target=log, args=(r,)) for r in runs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for r in runs:
+                names = [d.dataset.name for d in client.get_run(r).inputs.dataset_inputs]
+                assert names == [ds.version], (r, names, errors)
+        assert errors == []
+    finally:
+        mlflow.set_tracking_uri(None)
