@@ -3,9 +3,10 @@
 Images are decoded on a bounded thread pool (OpenCV releases the GIL) and only the 48x48 crops are
 kept, so memory stays flat however many images there are.
 
-With `box_source="haar"` (`data.expw_boxes`), each image is scanned by the Haar detector `fer predict` uses (the `still` preset) and a
-labelled face that a Haar box finds (IoU >= 0.5) is cropped from that box instead of its labelled one: the
-classifier then trains on the crop geometry it meets in service. Faces Haar misses keep their labelled box.
+With `box_source="haar"` (`data.expw_boxes`), each image is scanned by Haar's `still` preset (`fer predict`'s
+first pass) and a labelled face that a Haar box finds (IoU >= 0.5) is cropped from that box instead of its
+labelled one: the classifier then trains on the crop geometry it meets in service. Faces Haar misses keep their
+labelled box.
 """
 
 from __future__ import annotations
