@@ -8,9 +8,11 @@ from pathlib import Path
 
 # Face detectors of fer predict and fer evaluate --through-detector: detect.STILL_DETECTOR first, then the
 # other names detect.preset knows, written here so that parsing the command line does not import OpenCV
-# (tests/test_detect.py checks they agree). Not to be confused with --detector full|track of fer
-# serve/analyze/bench: how often a video's frames are scanned.
+# (tests/test_detect.py checks they agree). Not to be confused with --detector of fer serve/analyze/bench.
 FACE_DETECTORS = ("still+blazeface", "still", "video", "blazeface", "blazeface+still")
+# The video face finder's modes (serving.pipeline.MODES, checked by tests/test_worker.py): Haar on every frame
+# (full), Haar around known faces (track), or BlazeFace on every colour frame.
+FRAME_DETECTORS = ("full", "track", "blazeface")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -466,8 +468,9 @@ def add_serve(sub) -> None:
     p.add_argument("--timeline", help="write the emotion timeline CSV here (local or gs://)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after N frames")
     p.add_argument("--model", help="model URI or .keras file (default: champion)")
-    p.add_argument("--detector", default="track", choices=("full", "track"),
-                   help="Haar mode: track (default) re-scans around known faces, full scans every frame (see README)")
+    p.add_argument("--detector", default="track", choices=FRAME_DETECTORS,
+                   help="track (default): Haar re-scans around known faces; full: Haar scans every frame; "
+                        "blazeface: the learned detector on every frame (see README)")
     p.add_argument("--no-hold", action="store_true", help="track mode: scan steady faces on every frame too")
     p.set_defaults(func=cmd_serve)
 
@@ -501,7 +504,9 @@ def add_analyze(sub) -> None:
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, folders of videos, or gs:// prefixes")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", help="model URI or .keras file (default: the analysis alias if set, else the champion)")
-    p.add_argument("--detector", default="full", choices=("full", "track"))
+    p.add_argument("--detector", default="blazeface", choices=FRAME_DETECTORS,
+                   help="blazeface (default): the learned detector on every frame; full: Haar on every frame; "
+                        "track: the worker's realtime Haar")
     p.set_defaults(func=cmd_analyze)
 
 
@@ -523,7 +528,7 @@ def add_bench(sub) -> None:
     _common(p)
     p.add_argument("video")
     p.add_argument("--model", help="model URI or .keras file (default: champion)")
-    p.add_argument("--detector", default="track", choices=("full", "track"))
+    p.add_argument("--detector", default="track", choices=FRAME_DETECTORS)
     p.add_argument("--scan-every", type=int, default=48, help="track mode: a full Haar scan every N frames")
     p.add_argument("--no-hold", action="store_true", help="track mode: scan steady faces on every frame too")
     p.add_argument("--naive-frames", type=int, default=40, help="frames for the seed's naive loop (0 skips it)")

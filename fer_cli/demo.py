@@ -115,7 +115,7 @@ def run_demo(settings: Settings, out=sys.stderr) -> dict[str, Any]:
     say("[4/4] running the worker with the champion over a short clip")
     clip = write_clip(demo / "clip.mp4")
     uri = f"models:/{settings.registry.model_name}@{settings.registry.champion_alias}"
-    summary = analyze(settings, str(clip), str(demo / "analysis"), uri)
+    summary = analyze(settings, str(clip), str(demo / "analysis"), uri, detector="full")  # the worker's Haar
     champion = registry.champion(settings)
     where = {
         "home": str(home), "mlflow": settings.tracking_uri, "datasets": settings.datasets_root,

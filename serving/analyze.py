@@ -42,10 +42,12 @@ def plot_timeline(per_second: list[dict], title: str) -> bytes:
     return buf.getvalue()
 
 
-def analyze(settings: Settings, video: str, out_dir: str, model_uri: str, detector: str = "full",
+def analyze(settings: Settings, video: str, out_dir: str, model_uri: str, detector: str = "blazeface",
             classifier=None) -> dict[str, Any]:
     """One video: timeline CSV, per-second CSV, summary JSON, plot and annotated video in `out_dir`.
-    `classifier`: a model already loaded (batch analysis reuses one per process)."""
+    `classifier`: a model already loaded (batch analysis reuses one per process). Faces are found by BlazeFace on
+    every frame by default: offline there is no frame budget, and Haar's false faces (lights, patterns) would
+    enter the timeline as emotions (`detector="full"` or `"track"` for the worker's Haar)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for old in ("timeline.csv", "timeline.seconds.csv"):  # an analysis is written anew, never appended to
@@ -67,7 +69,7 @@ def analyze(settings: Settings, video: str, out_dir: str, model_uri: str, detect
     summary = {
         "video": video, "model": model_uri, "model_version": run["model_version"], "frames": run["frames"],
         "duration_s": round(run["frames"] / (worker.source.fps or 25.0), 3), "seconds": len(per_second),
-        "faces": faces, "processing_fps": run["fps"],
+        "faces": faces, "detector": detector, "processing_fps": run["fps"],
         "mean_probability": {e: round(float(t / faces), 5) if faces else 0.0 for e, t in zip(EMOTIONS, totals, strict=True)},
         "dominant_per_second": [r["dominant"] for r in per_second],
         "outputs": {"timeline": str(out / "timeline.csv"), "per_second": str(out / "timeline.seconds.csv"),

@@ -101,7 +101,7 @@ def _client(settings: Settings, n_videos: int):
 
 
 def analyze_many(settings: Settings, inputs: list[str], out_dir: str, model_uri: str,
-                 detector: str = "full") -> dict[str, Any]:
+                 detector: str = "blazeface") -> dict[str, Any]:
     from distributed import as_completed
 
     videos = expand_inputs(inputs)

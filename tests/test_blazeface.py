@@ -141,3 +141,19 @@ def test_fer_predict_with_blazeface_reports_its_box(tiny_model_path, tmp_path):
     assert [list(f["box"].values()) for f in faces] == [want.tolist()]
     big = subprocess.run([*cmd, "--min-size", str(int(want[2:].min()) + 1)], capture_output=True, text=True, check=True)
     assert json.loads(big.stdout)["results"][0]["faces"] == []
+
+
+def test_the_video_face_finder_runs_blazeface_on_the_colour_frame_and_drops_small_faces():
+    from fer_cli.commands import FRAME_DETECTORS
+    from serving.pipeline import MODES, FaceFinder
+
+    assert set(FRAME_DETECTORS) == set(MODES)
+    photo = _photo()
+    gray = cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)
+    finder = FaceFinder("blazeface")
+    boxes = finder.find(gray, photo)
+    assert len(boxes) == 1 and np.array_equal(boxes, BlazeFace().detect(photo))
+    side = int(min(boxes[0, 2:]))
+    assert len(FaceFinder("blazeface", min_size=side + 1).find(gray, photo)) == 0
+    with pytest.raises(ValueError, match="blazeface"):
+        FaceFinder("nope")

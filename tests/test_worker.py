@@ -206,6 +206,8 @@ def test_sigterm_flushes_the_timeline(video, tiny_model_path, tmp_path):
 
 
 def test_analyze_writes_every_output(video, tiny_model_path, tmp_path):
+    """Every output, and the faces of its default detector, BlazeFace: the video shows one woman in every frame,
+    which it finds in each; Haar on every frame also boxes out-of-focus street lights (136 boxes in 115 frames)."""
     out = tmp_path / "analysis"
     proc = subprocess.run(helpers.fer_cmd("analyze", video, "--out", str(out), "--model", str(tiny_model_path),
                                           "--set", f"home={tmp_path / 'home'}"), capture_output=True, text=True)
@@ -214,6 +216,9 @@ def test_analyze_writes_every_output(video, tiny_model_path, tmp_path):
     for key in ("timeline", "per_second", "summary", "plot", "video"):
         assert os.path.getsize(summary["outputs"][key]) > 100, key
     assert summary["frames"] == 115 and summary["seconds"] == 5 and abs(summary["duration_s"] - 115 / 24.7) < 0.2
+    assert summary["detector"] == "blazeface"
+    rows = _rows(summary["outputs"]["timeline"])
+    assert summary["faces"] == len(rows) == 115 and len({r["frame"] for r in rows}) == 115
     assert abs(sum(summary["mean_probability"].values()) - 1) < 1e-3
 
 
