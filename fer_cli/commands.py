@@ -10,7 +10,7 @@ from pathlib import Path
 # other names detect.preset knows, written here so that parsing the command line does not import OpenCV
 # (tests/test_detect.py checks they agree). Not to be confused with --detector of fer serve/analyze/bench.
 FACE_DETECTORS = ("still+blazeface", "still", "video", "blazeface", "blazeface+still")
-# The video face finder's modes (serving.pipeline.MODES, checked by tests/test_worker.py): Haar on every frame
+# The video face finder's modes (serving.pipeline.MODES, checked by tests/test_blazeface.py): Haar on every frame
 # (full), Haar around known faces (track), or BlazeFace on every colour frame.
 FRAME_DETECTORS = ("full", "track", "blazeface")
 

@@ -60,9 +60,9 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = 0.3) 
     boxes, scores = boxes[order], scores[order]
     left = np.ones(len(boxes), bool)
     kept_boxes, kept_scores = [], []
+    xywh = np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]  # detect.iou's form, converted once
     while left.any():
         top = int(np.flatnonzero(left)[0])
-        xywh = np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]
         group = left & (detect.iou(xywh[top], xywh)[0] > threshold)
         group[top] = True
         weights = scores[group][:, None]
