@@ -66,7 +66,7 @@ def training_faces(settings: Settings, version: registry.VersionInfo) -> set[str
 
 
 def run_gate(settings: Settings, candidate_clf, candidate_latency_ms: float,
-             sets: dict[str, BenchmarkSet]) -> gate.Decision:
+             sets: dict[str, BenchmarkSet], candidate_faces_per_s: float | None = None) -> gate.Decision:
     """Score the candidate and the champion on the same faces, those neither trained or validated on, and
     decide; the candidate's own test faces are new to it by construction, the champion's are removed."""
     current = registry.champion(settings)
@@ -112,7 +112,8 @@ def run_gate(settings: Settings, candidate_clf, candidate_latency_ms: float,
         paired = {name: gate.mcnemar(sets[name][1], candidate_probs[name].argmax(1), champion_probs[name].argmax(1))
                   for name in sets}
     decision = gate.decide(candidate, champion_results, candidate_latency_ms, settings.gate,
-                           current.version if current else None, paired=paired)
+                           current.version if current else None, paired=paired,
+                           candidate_faces_per_s=candidate_faces_per_s)
     decision.reasons.extend(notes)
     decision.paired = paired or {}
     return decision

@@ -157,7 +157,8 @@ def gate_candidate(settings: Settings, dataset_path: str, trained: dict[str, Any
     ds = dataset.load(dataset_path)
     sets = promotion.benchmark_sets(settings, ds.splits, dataset.manifest_column(dataset_path, "image"))
     candidate = registry.load_classifier(trained["model_uri"], settings)
-    decision = promotion.run_gate(settings, candidate, float(trained["single_face_ms"]), sets)
+    decision = promotion.run_gate(settings, candidate, float(trained["single_face_ms"]), sets,
+                                  candidate_faces_per_s=trained.get("faces_per_s"))
     return decision.as_json()
 
 

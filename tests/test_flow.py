@@ -142,6 +142,9 @@ def test_analysis_alias_is_gated_like_the_champion_and_preferred_offline(harness
     # the first analysis model is gated against the champion, the model fer predict uses without one
     first = analysis_run()
     assert first["champion_before"] == "1" and any("compared with champion version 1" in r for r in first["reasons"])
+    # an offline model's speed budget is batched throughput (gate.analysis_*), not one face's latency
+    assert any(r.startswith("PASS batched throughput") and "vs floor 200 faces/s" in r for r in first["reasons"])
+    assert not any("single-face latency" in r for r in first["reasons"]), first["reasons"]
     # (on this tiny data no model is significantly better than another: compared with nothing, it passes)
     out = analysis_run("--set", 'gate.compare_first_with=""')
     assert out["champion_before"] is None and out["version"] == "2" and out["status"] == "promoted", out
