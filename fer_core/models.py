@@ -158,16 +158,25 @@ def ensemble(members: list[keras.Model]) -> keras.Model:
     suit the `analysis` alias: docs/BENCHMARKS.md). Members saved with flip averaging or a temperature are
     unwrapped: flip (`with_flip_average`) and calibrate (`with_temperature`) the ensemble as a whole; save it
     `without_optimizer` (fer_core.train does), since members loaded from training runs are still compiled.
+    A member that is itself an ensemble (the champion) gives its own members, so every network weighs the same.
     """
-    if len(members) < 2:
-        raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+    networks = [net for member in members for net in ensemble_members(member)]
+    if len(networks) < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {len(networks)}")
     inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
     outputs = []
-    for i, member in enumerate(members):
-        member = unwrap(member)
+    for i, member in enumerate(networks):
         member.name = f"member{i}"  # layer names must be unique inside the ensemble
         outputs.append(member(inputs))
     return keras.Model(inputs, layers.Average(name="ensemble_average")(outputs), name=ENSEMBLE)
+
+
+def ensemble_members(model: keras.Model) -> list[keras.Model]:
+    """The networks whose average `model` is (unwrapped), or the unwrapped model alone when it is one network."""
+    model = unwrap(model)
+    if model.name != ENSEMBLE:
+        return [model]
+    return [layer for layer in model.layers if isinstance(layer, keras.Model)]
 
 
 @keras.saving.register_keras_serializable(package="fer")

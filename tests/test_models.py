@@ -391,6 +391,13 @@ def test_an_ensemble_averages_its_members_and_loads_safely(settings_factory, tmp
     want = calibrate.tempered((raw[0] + raw[1]) / 2, models.temperature_of(saved))
     assert np.allclose(saved.predict(faces, verbose=0), want, atol=1e-5)
     assert np.allclose(Classifier.from_keras(saved).predict(faces), want, atol=1e-4)
+    # an ensemble as a member gives its networks: [e, a] averages a, b and a, each a third
+    nested = train.train(settings_factory("train.model=ensemble", f'train.members=["{result.model_path}", '
+                                          f'"{a.model_path}"]'), splits, tmp_path / "n")
+    loaded = models.load(str(nested.model_path))
+    assert len(models.ensemble_members(loaded)) == 3
+    want = calibrate.tempered((2 * raw[0] + raw[1]) / 3, models.temperature_of(loaded))
+    assert np.allclose(loaded.predict(faces, verbose=0), want, atol=1e-5)
     with pytest.raises(ValueError, match="at least 2"):
         train.train(settings_factory("train.model=ensemble", f'train.members=["{a.model_path}"]'), splits,
                     tmp_path / "f")
