@@ -1,7 +1,10 @@
 """Faces/s batched and single-face latency of each zoo model through the TFLite runtime, as JSON lines.
 
-Usage: python bench/classifier.py [--models compact,mobilenetv2,...] [--keras FILE]
-Transfer models are built with weights=None (speed does not depend on the weights).
+Usage: python bench/classifier.py [--models compact,mobilenetv2,...] [--input-size 96] [--flip] [--keras FILE]
+                                  [--beside FILE]
+Transfer models are built with weights=None (speed does not depend on the weights). --flip: each built model
+averaged with its mirror image, as training saves it; --beside FILE: each built model also as one more member
+of an ensemble with FILE's networks (e.g. the champion), flip-averaged as a whole: an analysis candidate's speed.
 """
 
 from __future__ import annotations
@@ -21,9 +24,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default=",".join(models.ZOO))
     ap.add_argument("--input-size", type=int, default=96)
+    ap.add_argument("--flip", action="store_true", help="flip-average the built models")
     ap.add_argument("--keras", help="also measure this saved model")
+    ap.add_argument("--beside", help="also measure each built model as a member beside this saved model's networks")
     args = ap.parse_args()
-    todo = [(name, models.build(name, weights=None, input_size=args.input_size)) for name in args.models.split(",")]
+    built = [(name, models.build(name, weights=None, input_size=args.input_size)) for name in args.models.split(",")]
+    todo = [(f"{name}{'+flip' if args.flip else ''}", models.with_flip_average(m) if args.flip else m)
+            for name, m in built]
+    if args.beside:
+        todo += [(f"{args.beside}+{name}", models.with_flip_average(models.ensemble([models.load(args.beside), m])))
+                 for name, m in built]
     if args.keras:
         todo.append((args.keras, models.load(args.keras)))
     for name, model in todo:
