@@ -32,8 +32,8 @@ def main() -> None:
     todo = [(f"{name}{'+flip' if args.flip else ''}", models.with_flip_average(m) if args.flip else m)
             for name, m in built]
     if args.beside:
-        todo += [(f"{args.beside}+{name}", models.with_flip_average(models.ensemble([models.load(args.beside), m])))
-                 for name, m in built]
+        beside = models.load(args.beside)
+        todo += [(f"{args.beside}+{name}", models.with_flip_average(models.ensemble([beside, m]))) for name, m in built]
     if args.keras:
         todo.append((args.keras, models.load(args.keras)))
     for name, model in todo:

@@ -278,11 +278,8 @@ def cmd_pipeline_run(args) -> int:
 
     overrides = list(args.set or [])
     if args.alias:  # gate against, and promote to, this alias instead of the champion (--set may still say more)
-        speed = ([f"gate.max_latency_ms={s.gate.analysis_max_latency_ms}",
-                  f"gate.min_faces_per_s={s.gate.analysis_min_faces_per_s}"]
-                 if args.alias == s.registry.analysis_alias else [])  # offline: judged on throughput
         overrides = [f'registry.champion_alias="{args.alias}"', f'registry.challenger_alias="{args.alias}-challenger"',
-                     f'gate.compare_first_with="{s.registry.champion_alias}"', *speed, *overrides]
+                     f'gate.compare_first_with="{s.registry.champion_alias}"', *overrides]
         s = load_settings(args.config, overrides)
     with _prefect_api("flows.retrain"):
         from flows.retrain import retrain

@@ -132,9 +132,8 @@ class GateSettings(_Section):
     min_class_recall: float = 0.10  # no class recall below this floor
     min_accuracy: float = 0.0  # absolute floor, applies also when there is no champion
     max_latency_ms: float = 5.0  # single-face latency budget, the realtime worker's (0 = no budget)
-    min_faces_per_s: float = 0.0  # batched throughput floor (0 = none)
-    # fer pipeline run --alias analysis gates on these instead: an offline analysis model is judged on its
-    # batched throughput (issue 17: a bigger, slower model, >= 200 faces/s), not on one face's latency.
+    # A candidate for registry.analysis_alias is gated on these instead: an offline analysis model is judged on
+    # its batched throughput (issue 17: a bigger, slower model, >= 200 faces/s), not on one face's latency.
     analysis_max_latency_ms: float = 0.0
     analysis_min_faces_per_s: float = 200.0
     # Paired test on the same faces (McNemar, exact, one-sided): the candidate must be better at this level

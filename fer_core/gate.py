@@ -4,7 +4,8 @@ Rules (all must hold; every rule's outcome is a reason in the decision):
 - accuracy >= champion's + margin on every benchmark set;
 - macro-F1 not lower than the champion's (minus a tolerance) on every benchmark set;
 - no class recall under the floor on any benchmark set;
-- single-face latency within the budget, batched throughput above the floor (each when set);
+- speed: single-face latency within the budget; for an offline (analysis) model, the analysis budget and
+  batched throughput above its floor (each when set);
 - paired on the same faces (McNemar's exact test, when predictions of both models are given): not
   significantly worse on any set, and significantly better over all sets together (one-sided, `alpha`):
   on 3,000 faces one accuracy point is about one standard error, so a point is noise, not a gain;
@@ -59,10 +60,11 @@ class Decision:
 
 def decide(candidate: dict[str, dict[str, Any]], champion: dict[str, dict[str, Any]] | None,
            candidate_latency_ms: float, cfg: GateSettings, champion_version: str | None = None,
-           paired: dict[str, dict[str, float]] | None = None, candidate_faces_per_s: float | None = None) -> Decision:
+           paired: dict[str, dict[str, float]] | None = None, candidate_faces_per_s: float | None = None,
+           offline: bool = False) -> Decision:
     """`candidate` / `champion`: benchmark set name -> metrics JSON (as `evaluate.metrics` returns);
-    `paired`: set name -> `mcnemar(...)` of both models on that set's faces; `candidate_faces_per_s`: batched
-    throughput, needed when `cfg.min_faces_per_s` is set."""
+    `paired`: set name -> `mcnemar(...)` of both models on that set's faces; `offline`: the candidate is for the
+    analysis alias, so `cfg.analysis_*` set its speed budget, which needs `candidate_faces_per_s` (batched)."""
     ok, reasons = True, []
 
     def rule(passed: bool, text: str) -> None:
@@ -105,12 +107,12 @@ def decide(candidate: dict[str, dict[str, Any]], champion: dict[str, dict[str, A
             pooled = mcnemar_counts(b, c)
             rule(pooled < cfg.alpha, f"all sets: candidate better on {b} faces, champion on {c}: p(better) "
                  f"{pooled:.4f} vs alpha {cfg.alpha} (McNemar, exact)")
-    if cfg.max_latency_ms > 0:
-        rule(candidate_latency_ms <= cfg.max_latency_ms,
-             f"single-face latency {candidate_latency_ms:.3f} ms vs budget {cfg.max_latency_ms:.3f} ms")
-    if cfg.min_faces_per_s > 0:
-        rule(candidate_faces_per_s is not None and candidate_faces_per_s >= cfg.min_faces_per_s,
-             f"batched throughput {candidate_faces_per_s or 0:.0f} faces/s vs floor {cfg.min_faces_per_s:.0f} faces/s"
+    max_ms, min_rate = (cfg.analysis_max_latency_ms, cfg.analysis_min_faces_per_s) if offline else (cfg.max_latency_ms, 0)
+    if max_ms > 0:
+        rule(candidate_latency_ms <= max_ms, f"single-face latency {candidate_latency_ms:.3f} ms vs budget {max_ms:.3f} ms")
+    if min_rate > 0:
+        rule(candidate_faces_per_s is not None and candidate_faces_per_s >= min_rate,
+             f"batched throughput {candidate_faces_per_s or 0:.0f} faces/s vs floor {min_rate:.0f} faces/s"
              + ("" if candidate_faces_per_s is not None else " (not measured)"))
     if champion is None:
         reasons.append("INFO no champion yet: only the floors apply")

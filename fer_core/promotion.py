@@ -113,7 +113,8 @@ def run_gate(settings: Settings, candidate_clf, candidate_latency_ms: float,
                   for name in sets}
     decision = gate.decide(candidate, champion_results, candidate_latency_ms, settings.gate,
                            current.version if current else None, paired=paired,
-                           candidate_faces_per_s=candidate_faces_per_s)
+                           candidate_faces_per_s=candidate_faces_per_s,
+                           offline=settings.registry.champion_alias == settings.registry.analysis_alias)
     decision.reasons.extend(notes)
     decision.paired = paired or {}
     return decision

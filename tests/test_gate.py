@@ -58,14 +58,13 @@ def test_latency_budget():
 def test_throughput_floor_replaces_the_latency_budget_for_an_offline_model():
     """The analysis alias's budget (fer pipeline run --alias analysis): no single-face latency rule, a floor
     on batched faces/s; a candidate whose throughput was not measured does not pass it."""
-    offline = GateSettings(max_latency_ms=0.0, min_faces_per_s=200.0)
-    args = ({"test": result(0.7, 0.6)}, {"test": result(0.6, 0.5)}, 16.0, offline, "1")
-    d = gate.decide(*args, candidate_faces_per_s=250.0)
+    args = ({"test": result(0.7, 0.6)}, {"test": result(0.6, 0.5)}, 16.0, GateSettings(), "1")
+    d = gate.decide(*args, candidate_faces_per_s=250.0, offline=True)
     assert d.promote and "PASS batched throughput 250 faces/s vs floor 200 faces/s" in d.reasons
     assert not any("latency" in r for r in d.reasons)
     assert "FAIL batched throughput 150 faces/s vs floor 200 faces/s" in gate.decide(
-        *args, candidate_faces_per_s=150.0).reasons
-    assert not gate.decide(*args).promote
+        *args, candidate_faces_per_s=150.0, offline=True).reasons
+    assert not gate.decide(*args, offline=True).promote
 
 
 def test_champion_missing_a_set_and_empty_candidate_fail():
