@@ -39,9 +39,12 @@ def detector(spec: str):
     return haar(spec)
 
 
-def blazeface(spec: str) -> BlazeFace:
-    _, _, score = spec.partition("@")
-    return BlazeFace(min_score=float(score)) if score else BlazeFace()
+def blazeface(spec: str):
+    """`blazeface`, `blazeface_views` (`detect.blazeface_views`) or `blazeface@SCORE`."""
+    name, _, score = spec.partition("@")
+    if name != "blazeface" or not score:
+        return detect.preset(name)
+    return BlazeFace(min_score=float(score))
 
 
 def haar(spec: str) -> detect.HaarDetector:
@@ -69,7 +72,8 @@ def main() -> None:
     ap.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.05, 0.10, 0.15, 0.20])
     ap.add_argument("--detectors", nargs="+", default=list(detect.PRESETS),
                     help="presets (video, still) or SCALE:NEIGHBOURS:MIN_SIZE, e.g. 1.05:3:20; +profile adds "
-                         "the profile cascade; blazeface[@SCORE] alone or joined: still+blazeface@0.4")
+                         "the profile cascade; blazeface[@SCORE] or blazeface_views alone or joined: "
+                         "still+blazeface@0.4")
     ap.add_argument("--splits", nargs="+", default=["val", "test"], help="the dataset version's splits whose "
                     "ExpW images are used (choose settings on val, report on test)")
     ap.add_argument("--labelled-margin", type=float, default=0.10, help="the training crop's margin")

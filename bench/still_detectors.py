@@ -6,7 +6,7 @@ per image over the last pass, and the boxes found. On ExpW's images and, with --
 face video (what `fer analyze` and the worker see).
 
 Usage: python bench/still_detectors.py [--expw ../shared/data/expw] [--images 200] [--video PATH]
-       [--detectors video still blazeface still+blazeface] [--repeat 3]
+       [--detectors video still blazeface blazeface_views still+blazeface_views] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--expw", default=str(ROOT.parent / "shared" / "data" / "expw"))
     ap.add_argument("--images", type=int, default=200, help="the first N ExpW images, by name")
     ap.add_argument("--video", help="also time the frames of this video")
-    ap.add_argument("--detectors", nargs="+", default=["video", "still", "blazeface", "still+blazeface"])
+    ap.add_argument("--detectors", nargs="+", default=["video", "still", "blazeface", "blazeface_views", "still+blazeface_views"])
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     sets = {"expw": expw_images(Path(args.expw), args.images)}

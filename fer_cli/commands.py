@@ -9,7 +9,8 @@ from pathlib import Path
 # Face detectors of fer predict and fer evaluate --through-detector: detect.STILL_DETECTOR first, then the
 # other names detect.preset knows, written here so that parsing the command line does not import OpenCV
 # (tests/test_detect.py checks they agree). Not to be confused with --detector of fer serve/analyze/bench.
-FACE_DETECTORS = ("still+blazeface", "still", "video", "blazeface", "blazeface+still")
+FACE_DETECTORS = ("still+blazeface_views", "still", "video", "blazeface", "blazeface_views", "still+blazeface",
+                  "blazeface+still")
 # The video face finder's modes (serving.pipeline.MODES, checked by tests/test_blazeface.py): Haar on every frame
 # (full), Haar around known faces (track), or BlazeFace on every colour frame.
 FRAME_DETECTORS = ("full", "track", "blazeface")
@@ -140,7 +141,7 @@ def add_evaluate(sub) -> None:
     p.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a .keras file (default: champion)")
     p.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
     p.add_argument("--through-detector", action="store_true",
-                   help="ExpW data: whole images through the Haar detector, as fer predict sees them (a missed "
+                   help="ExpW data: whole images through the face detector, as fer predict sees them (a missed "
                         "face counts as wrong); reports detection recall, accuracy on found faces and end to end")
     p.add_argument("--test-split-of", metavar="VERSION", help="with --through-detector: only the images of this "
                    "dataset version's test split")
@@ -215,9 +216,10 @@ def add_predict(sub) -> None:
     p.add_argument("images", nargs="+")
     p.add_argument("--model", help="model URI or .keras file (default: the analysis alias if set, else the champion)")
     p.add_argument("--face-detector", "--haar", dest="face_detector", default=FACE_DETECTORS[0],
-                   choices=FACE_DETECTORS, help="still+blazeface (default: Haar's finer scan with profiles, then "
-                   "MediaPipe's BlazeFace where Haar found nothing), still, video (the worker's Haar), blazeface, "
-                   "blazeface+still")
+                   choices=FACE_DETECTORS, help="still+blazeface_views (default: Haar's finer scan with profiles, "
+                   "then MediaPipe's BlazeFace where Haar found nothing: on the whole image, on it framed by a "
+                   "border, on 2 x 2 tiles), still, video (the worker's Haar), blazeface (whole image only), "
+                   "blazeface_views, still+blazeface, blazeface+still")
     p.add_argument("--min-size", type=int, default=0, help="drop faces smaller than this many pixels a side")
     p.add_argument("--no-detect", action="store_true", help="treat each whole image as one face crop")
     p.set_defaults(func=cmd_predict)

@@ -1,4 +1,5 @@
-"""Face detection with OpenCV's Haar cascade (cropping the faces it finds is `fer_core.crop`).
+"""Face detection with OpenCV's Haar cascade, and detectors joined or looking several ways (`Combined`,
+`Padded`, `Tiled`) around it or BlazeFace (`fer_core.blazeface`). Cropping the faces found is `fer_core.crop`.
 
 `LocalHaar` runs the same detection on parts of a frame with the same answer there: the realtime
 worker's `track` mode uses it to re-scan only around the faces it knows.
@@ -144,12 +145,61 @@ class Combined:
         return np.round(boxes).astype(np.int32).reshape(-1, 4)
 
 
-# Detectors for stills that are not Haar settings: MediaPipe's BlazeFace (`fer_core.blazeface`), alone or
-# after the `still` Haar preset.
-DETECTORS = ("blazeface", "still+blazeface", "blazeface+still")
+@dataclass
+class Padded:
+    """A detector run on the image inside a black border `border` times its longer side wide. A learned
+    detector misses faces that fill the picture (BlazeFace: a quarter of ExpW's faces wider than 40% of their
+    image); framed with room around them they look like the faces it was trained on."""
+
+    detector: object
+    border: float = 0.25
+
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        pad = int(round(self.border * max(image.shape[:2])))
+        framed = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+        boxes = np.asarray(self.detector.detect(framed), np.int32).reshape(-1, 4).copy()
+        boxes[:, :2] -= pad
+        return boxes
+
+
+@dataclass
+class Tiled:
+    """A detector run on each of n x n overlapping tiles, so that small faces meet it at n times the
+    resolution a whole-image detector with a fixed input (BlazeFace: 192 px) gives them; tiles overlap by
+    `overlap` of their size so that a face cut by one tile's edge is whole in its neighbour."""
+
+    detector: object
+    n: int = 2
+    overlap: float = 0.25
+
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        tile_h = min(height, int(height / self.n * (1 + self.overlap)))
+        tile_w = min(width, int(width / self.n * (1 + self.overlap)))
+        found = []
+        for row in range(self.n):
+            for col in range(self.n):
+                y, x = min(int(row * height / self.n), height - tile_h), min(int(col * width / self.n), width - tile_w)
+                boxes = np.asarray(self.detector.detect(image[y:y + tile_h, x:x + tile_w]), np.int32).reshape(-1, 4)
+                found.append(boxes + [x, y, 0, 0])
+        return np.concatenate(found).astype(np.int32) if found else np.zeros((0, 4), np.int32)
+
+
+def blazeface_views():
+    """BlazeFace on the whole image, then on it framed (`Padded`) and on 2 x 2 tiles (`Tiled`) where no face
+    is yet: seven looks at an image, still a fraction of Haar's `still` scan (docs/EXPERIMENTS.md)."""
+    from fer_core.blazeface import BlazeFace
+
+    blazeface = BlazeFace()
+    return Combined((blazeface, Padded(blazeface), Tiled(blazeface)))
+
+
+# Detectors for stills that are not Haar settings: MediaPipe's BlazeFace (`fer_core.blazeface`) on the whole
+# image or in several views (`blazeface_views`), alone or after the `still` Haar preset.
+DETECTORS = ("blazeface", "blazeface_views", "still+blazeface", "still+blazeface_views", "blazeface+still")
 # What `fer predict` and the end-to-end evaluation use unless told otherwise: on held-out ExpW images it finds
 # the most labelled faces and gets the most right end to end (docs/EXPERIMENTS.md).
-STILL_DETECTOR = "still+blazeface"
+STILL_DETECTOR = "still+blazeface_views"
 
 
 def preset(name: str) -> HaarDetector | Combined:
@@ -161,6 +211,8 @@ def preset(name: str) -> HaarDetector | Combined:
         return HaarDetector(**PRESETS[name])  # type: ignore[arg-type]
     if name == "blazeface":
         return BlazeFace()
+    if name == "blazeface_views":
+        return blazeface_views()
     if name in DETECTORS:
         return Combined(tuple(preset(part) for part in name.split("+")))
     raise ValueError(f"unknown detector {name!r} (choose from {', '.join((*PRESETS, *DETECTORS))})")
@@ -171,7 +223,9 @@ def describe(detector) -> dict:
     if isinstance(detector, Combined):
         return {"kind": "combined", "detectors": [describe(d) for d in detector.detectors]}
     fields = getattr(detector, "__dataclass_fields__", {})
-    return {"kind": type(detector).__name__, **{k: getattr(detector, k) for k in fields}}
+    values = {k: getattr(detector, k) for k in fields}
+    return {"kind": type(detector).__name__,
+            **{k: describe(v) if hasattr(v, "detect") else v for k, v in values.items()}}
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

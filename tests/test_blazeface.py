@@ -104,6 +104,45 @@ def test_combined_adds_the_second_detectors_boxes_only_where_no_box_is():
         detect.preset("blazeface+video")
 
 
+def test_tiles_cover_the_image_and_their_boxes_return_to_image_coordinates():
+    seen = []
+
+    class OneBoxPerTile:
+        def detect(self, image):
+            seen.append(image.shape[:2])
+            return np.array([[1, 2, 3, 4]], np.int32)
+
+    boxes = detect.Tiled(OneBoxPerTile(), n=2, overlap=0.25).detect(np.zeros((100, 200, 3), np.uint8))
+    assert seen == [(62, 125)] * 4  # half the image plus a quarter of that, each way
+    assert boxes.tolist() == [[1, 2, 3, 4], [76, 2, 3, 4], [1, 40, 3, 4], [76, 40, 3, 4]]  # the last tiles end at the edge
+
+
+def test_a_face_that_fills_the_picture_is_found_once_framed():
+    photo = _photo()
+    x, y, w, h = BlazeFace().detect(photo)[0]
+    face = np.ascontiguousarray(photo[y:y + h, x:x + w])  # the picture is the face's own box
+    assert len(BlazeFace().detect(face)) == 0
+    framed = detect.Padded(BlazeFace()).detect(face)
+    assert len(framed) == 1 and detect.iou(framed, [[0, 0, w, h]])[0, 0] > 0.7
+    assert len(detect.preset("blazeface_views").detect(face)) == 1
+
+
+def test_a_small_face_is_found_in_tiles():
+    photo = _photo()
+    whole = BlazeFace().detect(photo)[0]
+    small = cv2.resize(photo, None, fx=1 / 8, fy=1 / 8, interpolation=cv2.INTER_AREA)
+    canvas = np.full((480, 640, 3), 100, np.uint8)
+    canvas[300:300 + small.shape[0], 400:400 + small.shape[1]] = small
+    expected = whole / 8 + [400, 300, 0, 0]
+    assert len(BlazeFace().detect(canvas)) == 0
+    tiled = detect.Tiled(BlazeFace()).detect(canvas)
+    assert len(tiled) == 1 and detect.iou(tiled, expected)[0, 0] > 0.5
+    views = detect.preset("blazeface_views")
+    assert len(views.detect(canvas)) == 1
+    assert detect.describe(views)["detectors"][2] == {"kind": "Tiled", "detector": detect.describe(BlazeFace()),
+                                                      "n": 2, "overlap": 0.25}
+
+
 def test_mapped_boxes_match_most_labelled_expw_faces():
     """On real ExpW photographs (the first 60), BlazeFace's boxes, mapped to the labelled geometry, overlap at
     least 70% of the labelled faces with IoU >= 0.5 (the end-to-end evaluation's rule); unmapped, fewer do."""

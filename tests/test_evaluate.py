@@ -170,7 +170,7 @@ def test_cli_predict_faces_and_bad_files(tiny_model_path, tmp_path):
 
 
 def test_through_detector_counts_missed_faces_as_wrong(tiny_model_path, tmp_path):
-    """`fer evaluate --through-detector`: whole images through Haar, as `fer predict` sees them. The demo's
+    """`fer evaluate --through-detector`: whole images through the face detector, as `fer predict` sees them. The demo's
     portrait faces are found; a labelled box where there is no face is missed and counts as wrong."""
     from fer_cli.demo import write_demo_data
     from fer_core import detect, evaluate, registry
@@ -189,7 +189,8 @@ def test_through_detector_counts_missed_faces_as_wrong(tiny_model_path, tmp_path
     assert r["accuracy"] == pytest.approx(r["accuracy_on_found"] * 7 / 8, abs=1e-3)
     assert r["detector_name"] == detect.STILL_DETECTOR and r["margin"] == r["labelled_margin"] == 0.1
     haar, blaze = r["detector"]["detectors"]
-    assert {k: haar[k] for k in detect.PRESETS["still"]} == detect.PRESETS["still"] and blaze["kind"] == "BlazeFace"
+    assert {k: haar[k] for k in detect.PRESETS["still"]} == detect.PRESETS["still"]
+    assert [d["kind"] for d in blaze["detectors"]] == ["BlazeFace", "Padded", "Tiled"]
     assert 0 <= r["accuracy_on_found_labelled_crop"] <= 1 and r["found_faces"]["n"] == 7
     only = evaluate.through_detector(clf, str(expw_root), images={lines[0].split()[0]})
     assert only["n"] == 2 and only["found"] == 1
