@@ -121,19 +121,20 @@ def run_gate(settings: Settings, candidate_clf, candidate_latency_ms: float,
 
 
 def move_champion(settings: Settings, version: str, by: str, note: str = "") -> dict[str, Any]:
-    """Point the champion alias at `version`, recording who moved it and what it replaced."""
+    """Point the champion alias (`registry.champion_alias`: `champion`, or `analysis` for an analysis run) at
+    `version`, recording who moved it and what it replaced. `alias` in the answer names the alias moved."""
     r = settings.registry
     current = registry.champion(settings)
     previous = current.version if current else ""
     if previous == str(version):
-        return {"champion": str(version), "previous": previous, "changed": False}
+        return {"champion": str(version), "alias": r.champion_alias, "previous": previous, "changed": False}
     registry.set_tags(settings, version, {PREVIOUS: previous, BY: by, AT: _now(), "promotion.note": note})
     registry.set_alias(settings, r.champion_alias, version)
     challenger = registry.alias_version(settings, r.challenger_alias)
     if challenger is not None and challenger.version == str(version):
         registry.delete_alias(settings, r.challenger_alias)
-    log.info("champion: %s -> %s (%s)", previous or "none", version, by)
-    return {"champion": str(version), "previous": previous, "changed": True, "by": by}
+    log.info("%s: %s -> %s (%s)", r.champion_alias, previous or "none", version, by)
+    return {"champion": str(version), "alias": r.champion_alias, "previous": previous, "changed": True, "by": by}
 
 
 def apply_decision(settings: Settings, version: str, decision: gate.Decision) -> dict[str, Any]:
@@ -141,7 +142,8 @@ def apply_decision(settings: Settings, version: str, decision: gate.Decision) ->
     if decision.promote:
         return move_champion(settings, version, "gate")
     registry.set_alias(settings, settings.registry.challenger_alias, version)
-    return {"champion": decision.champion_version, "challenger": str(version), "changed": False}
+    return {"champion": decision.champion_version, "alias": settings.registry.champion_alias,
+            "challenger": str(version), "changed": False}
 
 
 def promote_manual(settings: Settings, version: str) -> dict[str, Any]:

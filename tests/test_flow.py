@@ -148,6 +148,7 @@ def test_analysis_alias_is_gated_like_the_champion_and_preferred_offline(harness
     # (on this tiny data no model is significantly better than another: compared with nothing, it passes)
     out = analysis_run("--set", 'gate.compare_first_with=""')
     assert out["champion_before"] is None and out["version"] == "2" and out["status"] == "promoted", out
+    assert out["aliases"]["alias"] == "analysis" and out["aliases"]["champion"] == "2"  # the alias it moved
     assert out["through_detector"]["detection_recall"] >= 0 and out["through_detector"]["unmatched_boxes"] >= 0
     assert registry.alias_version(s, "analysis").version == "2" and registry.champion(s).version == "1"
     # a second analysis candidate is compared with the analysis model, not with the champion

@@ -33,7 +33,7 @@ def test_manual_promote_and_rollback_are_recorded(registered):
     s = registered
     assert promotion.promote_manual(s, "1")["changed"]
     out = promotion.promote_manual(s, "3")
-    assert out == {"champion": "3", "previous": "1", "changed": True, "by": "manual"}
+    assert out == {"champion": "3", "alias": "champion", "previous": "1", "changed": True, "by": "manual"}
     v3 = registry.get_version(s, "3")
     assert v3.tags[promotion.BY] == "manual" and v3.tags[promotion.PREVIOUS] == "1"
     assert registry.champion(s).version == "3"
