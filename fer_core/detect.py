@@ -182,12 +182,12 @@ class Tiled:
                 y, x = min(int(row * height / self.n), height - tile_h), min(int(col * width / self.n), width - tile_w)
                 boxes = np.asarray(self.detector.detect(image[y:y + tile_h, x:x + tile_w]), np.int32).reshape(-1, 4)
                 found.append(boxes + [x, y, 0, 0])
-        return np.concatenate(found).astype(np.int32) if found else np.zeros((0, 4), np.int32)
+        return np.concatenate(found).astype(np.int32)
 
 
 def blazeface_views():
     """BlazeFace on the whole image, then on it framed (`Padded`) and on 2 x 2 tiles (`Tiled`) where no face
-    is yet: seven looks at an image, still a fraction of Haar's `still` scan (docs/EXPERIMENTS.md)."""
+    is yet: six looks at an image, still a fraction of Haar's `still` scan (docs/EXPERIMENTS.md)."""
     from fer_core.blazeface import BlazeFace
 
     blazeface = BlazeFace()
