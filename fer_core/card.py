@@ -63,6 +63,8 @@ def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[s
          if t.model != "ensemble" else f"- assembled (not trained) from {len(t.members)} trained models, "
          "their probabilities averaged: " + ", ".join(f"`{m}`" for m in t.members)),
         *([f"- warm start from `{t.init_from}` (its own training is described with it)"] if t.init_from else []),
+        *([f"- distilled from `{t.teacher}`: targets {t.distill_alpha} x label + {1 - t.distill_alpha:g} x its "
+           "probabilities (fer_core.distill)"] if t.teacher else []),
         *(["- saved with horizontal-flip averaging: each face is classified with its mirror image"]
           if t.flip_average else []),
         *([calibration_line(tr.extra["calibration"])] if tr.extra.get("calibration") else []),

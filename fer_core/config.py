@@ -107,6 +107,10 @@ class TrainSettings(_Section):
     # 0.056 -> 0.041 on the test split, 0.055 -> 0.037 on PublicTest; docs/EXPERIMENTS.md); no prediction changes.
     calibrate: bool = True
     init_from: str = ""  # warm start: a .keras model of the same architecture whose weights training starts from
+    # Distillation (fer_core.distill): a .keras model (e.g. the analysis ensemble) whose probabilities on the
+    # training faces make part of the targets: distill_alpha * label + (1 - distill_alpha) * teacher's.
+    teacher: str = ""
+    distill_alpha: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class MlflowSettings(_Section):

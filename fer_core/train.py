@@ -22,6 +22,7 @@ from fer_core.augment import build_augmenter
 from fer_core.balance import weight_sources
 from fer_core.calibrate import calibrate
 from fer_core.config import Settings
+from fer_core.distill import soft_targets, teacher_probabilities, teacher_summary
 from fer_core.labels import NUM_CLASSES
 from fer_core.progress import keras_callback as progress_bar
 
@@ -47,16 +48,18 @@ class TrainResult:
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bool, augmenter=None,
                  seed: int = 42) -> tf.data.Dataset:
-    """uint8 faces and int labels -> batches of (faces, one-hot labels); augmentation on training batches."""
+    """uint8 faces and int labels (or (N, 7) soft targets: fer_core.distill) -> batches of (faces, targets);
+    augmentation on training batches."""
     import tensorflow as tf  # here, not at import: tools/accelerator_train.py uses this module without TensorFlow
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    soft = y.ndim == 2
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32 if soft else np.int32)))
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=False)
 
     def to_model(xb, yb):
-        return xb, tf.one_hot(yb, NUM_CLASSES)
+        return xb, yb if soft else tf.one_hot(yb, NUM_CLASSES)
 
     ds = ds.map(to_model, num_parallel_calls=tf.data.AUTOTUNE)
     if training and augmenter is not None and len(augmenter.layers):
@@ -149,6 +152,10 @@ def warm_start(model: keras.Model, path: str) -> None:
     or to fine-tune a champion on new data. The architectures must match weight for weight.
     """
     source = models.load(path)
+    networks = models.ensemble_members(source)
+    if len(networks) > 1:  # an ensemble (the champion): start from its first network
+        source = networks[0]
+        log.info("%s is an ensemble of %d networks: starting from the first", path, len(networks))
     want = [w.shape for w in model.get_weights()]
     have = [w.shape for w in source.get_weights()]
     if want != have:
@@ -217,8 +224,15 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
                          weights=t.weights, mean=mean, std=std)
     if t.init_from:
         warm_start(model, t.init_from)
+    distilled: dict[str, float] = {}
+    targets = y_train
+    if t.teacher:
+        probs = teacher_probabilities(models.load(t.teacher), x_train)
+        targets = soft_targets(y_train, probs, t.distill_alpha)
+        distilled = teacher_summary(y_train, probs)
+        log.info("distilling from %s (alpha %.2f): %s", t.teacher, t.distill_alpha, distilled)
     augmenter = build_augmenter(settings.augment, seed=t.seed) if settings.augment.enabled else None
-    train_ds = make_dataset(x_train, y_train, t.batch_size, training=True, augmenter=augmenter, seed=t.seed)
+    train_ds = make_dataset(x_train, targets, t.batch_size, training=True, augmenter=augmenter, seed=t.seed)
     val_ds = make_dataset(x_val, y_val, max(t.batch_size, 256), training=False)
     weights = class_weights(y_train) if t.class_weights else None
 
@@ -269,4 +283,4 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     ips = images / seconds if seconds else math.nan
     return TrainResult(model, model_path, history, seconds, epochs_run, ips, model.count_params(),
                        {"mean": mean, "std": std, "images_seen": images, "budget_spent": bool(budget and budget.spent),
-                        "calibration": calibration})
+                        "calibration": calibration, "distillation": distilled})

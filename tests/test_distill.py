@@ -1,0 +1,55 @@
+"""Distillation (fer_core.distill, train.teacher): the student learns the teacher's answers, not only the labels."""
+
+import numpy as np
+import pytest
+
+from fer_core import distill, train
+from tests.test_models import _real_subset
+
+
+def test_soft_targets_mix_the_label_and_the_teacher():
+    labels = np.array([0, 3, 6])
+    teacher = np.full((3, 7), 1 / 7, dtype=np.float32)
+    mixed = distill.soft_targets(labels, teacher, 0.5)
+    assert np.allclose(mixed.sum(1), 1.0)
+    assert np.allclose(mixed[1], [1 / 14] * 3 + [0.5 + 1 / 14] + [1 / 14] * 3)
+    assert np.allclose(distill.soft_targets(labels, teacher, 1.0), np.eye(7)[labels])
+    assert np.allclose(distill.soft_targets(labels, teacher, 0.0), teacher)
+    with pytest.raises(ValueError, match="distill_alpha"):
+        distill.soft_targets(labels, teacher, 1.5)
+
+
+@pytest.mark.slow
+def test_a_student_learns_what_its_teacher_says(settings_factory, tmp_path):
+    """A teacher trained on labels shifted by one emotion: a student given the true labels but taught by that
+    teacher alone (alpha 0) answers with the teacher's shifted emotions. The run records how the teacher did
+    on the faces it taught; an ensemble as train.init_from gives its first network."""
+    x, y = _real_subset()
+    shifted = (y + 1) % 7
+    # each face five times an epoch, batches of 4: enough steps for BatchNorm's moving statistics to settle,
+    # so that the trained networks answer in inference mode as they did in training
+    repeat = 5
+    common = ("train.epochs=6", "train.batch_size=4", "train.width=16", "augment.enabled=false",
+              "train.calibrate=false", "train.flip_average=false", "train.learning_rate=0.003",
+              "train.lr_schedule=cosine", "train.early_stopping_patience=1000")
+    teacher = train.train(settings_factory(*common), {"train": (np.tile(x, (repeat, 1, 1)), np.tile(shifted, repeat)),
+                                                      "val": (x, shifted)}, tmp_path / "teacher")
+    says = teacher.model.predict(x, verbose=0).argmax(1)
+    assert np.mean(says == shifted) > 0.8  # the teacher learned the shifted labels
+
+    # validated against the teacher's answers: the checkpoint kept is the one closest to the teacher
+    splits = {"train": (np.tile(x, (repeat, 1, 1)), np.tile(y, repeat)), "val": (x, says)}
+    taught = train.train(settings_factory(*common, f'train.teacher="{teacher.model_path}"', "train.distill_alpha=0",
+                                          "train.seed=3"), splits, tmp_path / "taught")
+    taught_says = taught.model.predict(x, verbose=0).argmax(1)
+    assert np.mean(taught_says == says) > 0.7 and np.mean(taught_says == y) < 0.3
+    summary = taught.extra["distillation"]
+    assert summary["teacher_train_accuracy"] == pytest.approx(np.mean(says == y), abs=1e-6)
+    assert 1 / 7 < summary["teacher_train_confidence"] <= 1.0
+
+    both = train.train(settings_factory("train.model=ensemble",
+                                        f'train.members=["{taught.model_path}", "{teacher.model_path}"]',
+                                        "train.calibrate=false", "train.flip_average=false"), splits, tmp_path / "e")
+    warm = train.train(settings_factory(*common[1:], "train.epochs=0", f'train.init_from="{both.model_path}"'),
+                       splits, tmp_path / "warm")
+    assert all(np.allclose(a, b) for a, b in zip(warm.model.get_weights(), taught.model.get_weights(), strict=True))
