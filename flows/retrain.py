@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from fer_core import evaluate, promotion, registry, storage, tracking
+from fer_core.classify import file_digest
 from fer_core.config import Settings, load_settings
 from fer_core.data import dataset
 
@@ -53,7 +54,13 @@ def _io_retries(settings: Settings) -> dict[str, Any]:
 
 
 def train_key(settings: Settings, dataset_version: str) -> str:
-    payload = json.dumps({"dataset": dataset_version, "train": settings.section_hash("train", "augment")})
+    """What a training run depends on: the dataset version, the train and augment settings, and the contents of
+    the model files they name (members, warm start, teacher): a teacher retrained at the same path is new work."""
+    t = settings.train
+    files = {path: file_digest(path) if Path(path).is_file() else "missing"
+             for path in (*t.members, t.init_from, t.teacher) if path}
+    payload = json.dumps({"dataset": dataset_version, "train": settings.section_hash("train", "augment"),
+                          "files": files}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -53,3 +53,22 @@ def test_a_student_learns_what_its_teacher_says(settings_factory, tmp_path):
     warm = train.train(settings_factory(*common[1:], "train.epochs=0", f'train.init_from="{both.model_path}"'),
                        splits, tmp_path / "warm")
     assert all(np.allclose(a, b) for a, b in zip(warm.model.get_weights(), taught.model.get_weights(), strict=True))
+
+
+def test_the_pipeline_trains_again_when_a_named_model_file_changes(settings_factory, tmp_path):
+    """The pipeline reuses a finished training with the same key: a teacher, warm start or member retrained at
+    the same path must change the key, and an unchanged one must not."""
+    from flows.retrain import train_key
+
+    teacher, start = tmp_path / "teacher.keras", tmp_path / "start.keras"
+    teacher.write_bytes(b"first teacher")
+    start.write_bytes(b"a warm start")
+    settings = settings_factory(f'train.teacher="{teacher}"', f'train.init_from="{start}"')
+    key = train_key(settings, "ds-1")
+    assert train_key(settings, "ds-1") == key and train_key(settings, "ds-2") != key
+    teacher.write_bytes(b"retrained teacher")
+    assert train_key(settings, "ds-1") != key
+    teacher.write_bytes(b"first teacher")
+    assert train_key(settings, "ds-1") == key
+    start.write_bytes(b"another warm start")
+    assert train_key(settings, "ds-1") != key
