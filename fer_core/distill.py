@@ -12,11 +12,15 @@ distillation loss at temperature 1 (the teacher's calibrated probabilities are s
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from pathlib import Path
 
 import keras
 import numpy as np
 
+from fer_core import models
+from fer_core.classify import file_digest
 from fer_core.labels import NUM_CLASSES
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,22 @@ def teacher_probabilities(teacher: keras.Model, faces: np.ndarray, batch_size: i
     if probs.shape != (len(faces), NUM_CLASSES):
         raise ValueError(f"train.teacher answers with shape {probs.shape}, expected ({len(faces)}, {NUM_CLASSES})")
     return probs.astype(np.float32)
+
+
+def cached_teacher_probabilities(teacher_path: str, faces: np.ndarray, cache: Path) -> np.ndarray:
+    """`teacher_probabilities` of the model at `teacher_path`, kept in `cache` (an .npz in the run folder) for
+    the same teacher file and faces: a long run resumed after a stop does not ask the teacher again."""
+    key = f"{file_digest(teacher_path)}-{hashlib.sha256(np.ascontiguousarray(faces).tobytes()).hexdigest()[:16]}"
+    if cache.is_file():
+        with np.load(cache) as saved:
+            if str(saved["key"]) == key:
+                log.info("teacher's answers reused from %s", cache)
+                return saved["probs"]
+    probs = teacher_probabilities(models.load(teacher_path), faces)
+    partial = cache.with_suffix(".partial.npz")
+    np.savez(partial, key=key, probs=probs)
+    partial.replace(cache)
+    return probs
 
 
 def soft_targets(labels: np.ndarray, teacher_probs: np.ndarray, alpha: float) -> np.ndarray:

@@ -22,7 +22,7 @@ from fer_core.augment import build_augmenter
 from fer_core.balance import weight_sources
 from fer_core.calibrate import calibrate
 from fer_core.config import Settings
-from fer_core.distill import soft_targets, teacher_probabilities, teacher_summary
+from fer_core.distill import cached_teacher_probabilities, soft_targets, teacher_summary
 from fer_core.labels import NUM_CLASSES
 from fer_core.progress import keras_callback as progress_bar
 
@@ -227,7 +227,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     distilled: dict[str, float] = {}
     targets = y_train
     if t.teacher:
-        probs = teacher_probabilities(models.load(t.teacher), x_train)
+        probs = cached_teacher_probabilities(t.teacher, x_train, run_dir / "teacher_answers.npz")
         targets = soft_targets(y_train, probs, t.distill_alpha)
         distilled = teacher_summary(y_train, probs)
         log.info("distilling from %s (alpha %.2f): %s", t.teacher, t.distill_alpha, distilled)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fer_core import distill, train
+from fer_core import distill, models, train
 from tests.test_models import _real_subset
 
 
@@ -72,3 +72,28 @@ def test_the_pipeline_trains_again_when_a_named_model_file_changes(settings_fact
     assert train_key(settings, "ds-1") == key
     start.write_bytes(b"another warm start")
     assert train_key(settings, "ds-1") != key
+
+
+def test_the_teachers_answers_are_kept_for_a_resumed_run(tmp_path):
+    """Asked once per teacher file and faces: the cached answers come back for the same pair, fresh ones for
+    other faces or a changed teacher."""
+    teacher = tmp_path / "teacher.keras"
+    models.build("compact", width=16).save(teacher)
+    faces = np.random.default_rng(0).integers(0, 256, (20, 48, 48), dtype=np.uint8)
+    cache = tmp_path / "run" / "teacher_answers.npz"
+    cache.parent.mkdir()
+    first = distill.cached_teacher_probabilities(str(teacher), faces, cache)
+    assert first.shape == (20, 7) and np.allclose(first.sum(1), 1, atol=1e-5) and cache.is_file()
+    with np.load(cache) as saved:
+        key = str(saved["key"])
+    marked = np.full((20, 7), 1 / 7, dtype=np.float32)  # stands for answers kept from before a stop
+    np.savez(cache, key=key, probs=marked)
+    assert np.array_equal(distill.cached_teacher_probabilities(str(teacher), faces, cache), marked)
+    others = faces[::-1].copy()
+    assert np.allclose(distill.cached_teacher_probabilities(str(teacher), others, cache),
+                       distill.teacher_probabilities(models.load(str(teacher)), others), atol=1e-6)
+    np.savez(cache, key=key, probs=marked)
+    models.build("compact", width=16).save(teacher)  # another network at the same path
+    again = distill.cached_teacher_probabilities(str(teacher), faces, cache)
+    assert np.allclose(again, distill.teacher_probabilities(models.load(str(teacher)), faces), atol=1e-6)
+    assert not np.allclose(again, marked)
