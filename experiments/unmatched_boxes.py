@@ -1,12 +1,13 @@
-"""What the boxes that match no labelled face are: contact sheets of them, from the `still` preset alone and
-from what a second look adds to it (turned scans, `HaarDetector.rotations`; or BlazeFace, `--add blazeface`),
-on ExpW images none of the models trained on.
+"""What the boxes that match no labelled face are: contact sheets of them, from a base detector and from what
+a second look adds to it, on ExpW images none of the models trained on: turned scans (`HaarDetector.rotations`)
+or BlazeFace (`--add blazeface`) added to the `still` preset, or BlazeFace's framed and tiled views
+(`--add blazeface_views`) added to `still+blazeface`.
 
 ExpW labels some faces of an image, not all, so a box that matches no label may be a real face or a false one;
 only looking tells. Writes two PNG sheets (48 crops each, 64 px) and prints one JSON line with the counts.
 
 Usage: python experiments/unmatched_boxes.py --dataset DATASET_DIR [--expw ../shared/data/expw] [--split val]
-       [--images 200] [--add turned|blazeface] [--turn 15] [--out .]
+       [--images 200] [--add turned|blazeface|blazeface_views] [--turn 15] [--out .]
 """
 
 from __future__ import annotations
@@ -40,18 +41,18 @@ def main() -> None:
     ap.add_argument("--expw", default=str(ROOT.parent / "shared" / "data" / "expw"))
     ap.add_argument("--split", default="val")
     ap.add_argument("--images", type=int, default=200, help="the first N images of the split, by name")
-    ap.add_argument("--add", choices=("turned", "blazeface"), default="turned",
-                    help="what is added to the still preset: turned scans, or BlazeFace (the still+blazeface detector)")
+    ap.add_argument("--add", choices=("turned", "blazeface", "blazeface_views"), default="turned",
+                    help="turned scans or BlazeFace added to the still preset, or BlazeFace's views to still+blazeface")
     ap.add_argument("--turn", type=float, default=15.0, help="turned scans at -TURN and +TURN degrees")
     ap.add_argument("--out", default=".", help="folder for the two PNG sheets")
     args = ap.parse_args()
     by_image = evaluate.labelled_faces(args.expw, dataset.expw_images(args.dataset, (args.split,)))
-    upright = detect.preset("still")
+    upright = detect.preset("still+blazeface" if args.add == "blazeface_views" else "still")
     if args.add == "turned":
         extended = detect.preset("still")
         extended.rotations = (-args.turn, args.turn)
     else:
-        extended = detect.preset("still+blazeface")
+        extended = detect.preset(f"still+{args.add}")
     added_by = f"added_by_{args.add}"
     unmatched: dict[str, list[np.ndarray]] = {"preset": [], added_by: []}
     for name, faces in sorted(by_image.items())[:args.images]:
