@@ -93,4 +93,9 @@ def build_augmenter(cfg: AugmentSettings, seed: int = 42) -> keras.Sequential:
     low, high = cfg.brightness
     if (low, high) != (1.0, 1.0):
         steps.append(RandomBrightnessScale(low, high, seed=seed + 1))
+    if cfg.erase:
+        # Keras' own layer; `factor` (p, p) makes p the probability for every face. After the brightness, so
+        # that the noise is not rescaled.
+        steps.append(layers.RandomErasing(factor=(cfg.erase, cfg.erase), scale=tuple(cfg.erase_area),
+                                          value_range=(0, 255), seed=seed + 2))
     return keras.Sequential(steps, name="augment")

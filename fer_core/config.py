@@ -59,6 +59,11 @@ class AugmentSettings(_Section):
     flip: bool = True
     brightness: tuple[float, float] = (0.8, 1.2)
     zoom: float = 0.10
+    # Random erasing (Zhong et al. 2017; part of Khaireddin and Chen's recipe): the share of training faces that
+    # get one rectangle of noise, covering `erase_area` of the face (fractions of each side squared): a hand,
+    # a microphone, hair over an eye. 0 = off (the shipped recipe; docs/EXPERIMENTS.md has its measurement).
+    erase: float = Field(0.0, ge=0.0, le=1.0)
+    erase_area: tuple[float, float] = (0.02, 0.33)
 
 
 # The narrowest compact model that trains safely. TensorFlow 2.21's oneDNN convolution kernels for AVX-512

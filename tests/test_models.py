@@ -257,6 +257,26 @@ def test_affine_augmentation_is_one_resampling():
                                                        brightness=(1.0, 1.0))).layers) == 0
 
 
+def test_random_erasing_covers_one_rectangle_of_some_faces():
+    """augment.erase: that share of faces gets one rectangle of noise whose area is within erase_area."""
+    flat = np.full((400, 48, 48, 1), 128.0, "float32")  # noise shows against a flat face (128 is rarely drawn)
+    cfg = AugmentSettings(flip=False, rotation_deg=0, shift=0, zoom=0, brightness=(1.0, 1.0), erase=0.5)
+    aug = augment.build_augmenter(cfg, seed=5)
+    assert [type(layer).__name__ for layer in aug.layers] == ["RandomErasing"]
+    assert np.array_equal(np.asarray(aug(flat, training=False)), flat)
+    out = np.asarray(aug(flat, training=True))[..., 0]
+    changed = out != 128.0
+    erased = changed.any(axis=(1, 2))
+    assert 0.40 < erased.mean() < 0.60  # 0.5 of 400 faces: a standard error of 0.025
+    assert out.min() >= 0 and out.max() <= 255
+    for mask in changed[erased]:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert box.mean() > 0.9  # one rectangle (a few noise pixels may land on 128 exactly)
+        assert box.size <= 0.33 * 48 * 48 + 2 * 48 + 1  # each side at most sqrt(0.33) of 48, rounded up
+    assert len(augment.build_augmenter(AugmentSettings(erase=0.0)).layers) == 2  # off by default
+
+
 def test_tf_data_pipeline_batches_and_augments():
     x = np.random.default_rng(0).integers(0, 256, (10, 48, 48), dtype=np.uint8)
     y = np.arange(10) % 7
