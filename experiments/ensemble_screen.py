@@ -32,6 +32,9 @@ def main() -> None:
     ap.add_argument("--dataset", required=True, help="a dataset version folder (its held-out sets are scored)")
     ap.add_argument("networks", nargs="+", help="NAME=FILE.keras; an ensemble file counts as its first network")
     args = ap.parse_args()
+    bad = [item for item in args.networks if "=" not in item]
+    if bad:
+        ap.error(f"networks are NAME=FILE.keras, got {', '.join(bad)}")
     named = dict(item.split("=", 1) for item in args.networks)
     sets = dataset.load(args.dataset).eval_sets()
     probs: dict[str, dict[str, np.ndarray]] = {}
