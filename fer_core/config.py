@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "FER_"
 
@@ -64,6 +64,14 @@ class AugmentSettings(_Section):
     # a microphone, hair over an eye. 0 = off (the shipped recipe; docs/EXPERIMENTS.md has its measurement).
     erase: float = Field(0.0, ge=0.0, le=1.0)
     erase_area: tuple[float, float] = (0.02, 0.33)
+
+    @field_validator("erase_area")
+    @classmethod
+    def _area_is_a_range_of_fractions(cls, area: tuple[float, float]) -> tuple[float, float]:
+        low, high = area
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"erase_area must be (low, high) with 0 < low <= high <= 1, got {area}")
+        return area
 
 
 # The narrowest compact model that trains safely. TensorFlow 2.21's oneDNN convolution kernels for AVX-512

@@ -31,10 +31,16 @@ def test_token_from_its_own_variable():
     assert load_settings(None, [], environ={"FER_HTTP_TOKEN": "s3cret"}).serve.token == "s3cret"
 
 
-@pytest.mark.parametrize("override", ["train.epochs=many", "train.nope=1", "nosection.x=1", "novalue"])
+@pytest.mark.parametrize("override", ["train.epochs=many", "train.nope=1", "nosection.x=1", "novalue",
+                                      "augment.erase=1.5", "augment.erase_area=[0.3,0.1]",
+                                      "augment.erase_area=[0,0.2]", "augment.erase_area=[0.1,2]"])
 def test_bad_settings_are_clear_errors(override):
     with pytest.raises(ConfigError):
         load_settings(None, [override], environ={})
+
+
+def test_erase_area_accepts_a_range_of_fractions():
+    assert load_settings(None, ["augment.erase_area=[0.05,0.2]"], environ={}).augment.erase_area == (0.05, 0.2)
 
 
 def test_missing_config_file(tmp_path):
