@@ -12,6 +12,7 @@ import logging
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,10 @@ def log_dataset(ds: Dataset, run_id: str, context: str = "training") -> None:
     from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
     x_train, y_train = ds.splits["train"]
-    entity = mlflow.data.from_numpy(x_train[:1000], targets=y_train[:1000], source=ds.path,
-                                    name=ds.version, digest=ds.version[3:])._to_mlflow_entity()
+    with warnings.catch_warnings():  # MLflow registers its local source class twice, then warns it is ambiguous
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+        entity = mlflow.data.from_numpy(x_train[:1000], targets=y_train[:1000], source=ds.path,
+                                        name=ds.version, digest=ds.version[3:])._to_mlflow_entity()
     inputs = [DatasetInput(dataset=entity, tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)])]
     client = mlflow.MlflowClient()
     retry(retry=retry_if_exception(_duplicate_row), stop=stop_after_attempt(4), reraise=True,
@@ -191,8 +194,10 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
         signature = registry.model_signature()
         # The TensorFlow flavour stores Keras 3 models as data/model.keras (mlflow.keras 3.17 fails to save
         # an input example: it writes it before creating the model folder).
-        info = mlflow.tensorflow.log_model(tr.model, name="model", signature=signature, input_example=example,
-                                           pip_requirements=model_requirements())
+        with warnings.catch_warnings():  # MLflow checks the example by calling the model with a list of one
+            warnings.filterwarnings("ignore", "The structure of `inputs` doesn't match the expected structure")
+            info = mlflow.tensorflow.log_model(tr.model, name="model", signature=signature, input_example=example,
+                                               pip_requirements=model_requirements())
         if wandb_run is not None:
             wandb_run.summary.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
             wandb_run.finish()

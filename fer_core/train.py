@@ -267,7 +267,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
         cbs += [bar] if bar is not None else []
         started = time.time()
         hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights, verbose=0,
-                         callbacks=cbs)
+                         callbacks=cbs, shuffle=False)  # train_ds shuffles itself, seeded
         seconds += time.time() - started
         epochs_run += len(hist.epoch)
         batches += progress.batches
