@@ -194,10 +194,17 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
         signature = registry.model_signature()
         # The TensorFlow flavour stores Keras 3 models as data/model.keras (mlflow.keras 3.17 fails to save
         # an input example: it writes it before creating the model folder).
-        with warnings.catch_warnings():  # MLflow checks the example by calling the model with a list of one
-            warnings.filterwarnings("ignore", "The structure of `inputs` doesn't match the expected structure")
-            info = mlflow.tensorflow.log_model(tr.model, name="model", signature=signature, input_example=example,
-                                               pip_requirements=model_requirements())
+        # MLflow checks the example by calling the model: with a list of one (a Keras warning) and a progress bar
+        interactive = keras.utils.is_interactive_logging_enabled()
+        keras.utils.disable_interactive_logging()
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "The structure of `inputs` doesn't match the expected structure")
+                info = mlflow.tensorflow.log_model(tr.model, name="model", signature=signature,
+                                                   input_example=example, pip_requirements=model_requirements())
+        finally:
+            if interactive:
+                keras.utils.enable_interactive_logging()
         if wandb_run is not None:
             wandb_run.summary.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
             wandb_run.finish()
