@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,10 @@ from fer_core import progress
 from fer_core.config import Settings
 from fer_core.labels import EMOTIONS
 from serving.sinks import write_json
+from serving.sources import undecodable
 from serving.worker import Worker, WorkerOptions
+
+log = logging.getLogger(__name__)
 
 
 def plot_timeline(per_second: list[dict], title: str) -> bytes:
@@ -61,6 +65,14 @@ def analyze(settings: Settings, video: str, out_dir: str, model_uri: str, detect
     with progress.bar(total=total, desc=f"analyze {Path(video).name}", unit="frame") as bar:
         worker.results_hook = lambda _result: bar.update(1)
         run = worker.run()
+    corrupt = run["corrupt_frames"]
+    if not run["frames"]:  # FFmpeg opened it, but no frame decodes: no analysis to write, and an analyst must know
+        for partial in ("timeline.csv", "timeline.seconds.csv", "annotated.mp4"):
+            (out / partial).unlink(missing_ok=True)
+        raise undecodable(video, corrupt)
+    if corrupt:
+        log.warning("%s: %d of %d frames could not be decoded and were skipped", video, corrupt,
+                    corrupt + run["frames"])
     per_second = worker.timeline.per_second()
     totals = np.zeros(len(EMOTIONS))
     for r in per_second:
@@ -68,6 +80,7 @@ def analyze(settings: Settings, video: str, out_dir: str, model_uri: str, detect
     faces = sum(r["faces"] for r in per_second)
     summary = {
         "video": video, "model": model_uri, "model_version": run["model_version"], "frames": run["frames"],
+        "corrupt_frames": corrupt,
         "duration_s": round(run["frames"] / (worker.source.fps or 25.0), 3), "seconds": len(per_second),
         "faces": faces, "detector": detector, "processing_fps": run["fps"],
         "mean_probability": {e: round(float(t / faces), 5) if faces else 0.0 for e, t in zip(EMOTIONS, totals, strict=True)},

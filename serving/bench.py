@@ -11,6 +11,7 @@ import numpy as np
 from fer_core import detect, models, registry
 from fer_core.config import Settings
 from serving.pipeline import FrameResult
+from serving.sources import undecodable
 from serving.worker import Worker, WorkerOptions
 
 
@@ -66,6 +67,8 @@ def realtime(settings: Settings, video: str, model_uri: str, detector: str = "fu
                                             scan_every=scan_every, hold=hold, model_wait_s=60.0))
     worker.results_hook = results.append
     run = worker.run()
+    if not run["frames"]:
+        raise undecodable(video, run["corrupt_frames"])
     ref = reference_boxes(video)
     kept, total, extra = match_reference(ref, [res.detections.boxes for res in results])
     naive_fps = naive_loop(video, str(registry.resolve(model_uri, settings).path), naive_frames) if naive_frames else 0

@@ -30,6 +30,12 @@ class SourceError(RuntimeError):
     """A source that cannot be opened."""
 
 
+def undecodable(video: str, corrupt_frames: int) -> SourceError:
+    """The error for a file FFmpeg opens but cannot decode one frame of (a text file named .jpg, a damaged
+    video): offline commands refuse it rather than report an analysis of nothing."""
+    return SourceError(f"no frame of {video} could be decoded ({corrupt_frames} unreadable): not a video, or corrupt")
+
+
 def is_live(spec: str) -> bool:
     """A camera index or a stream URL (as opposed to a video file)."""
     return spec.isdigit() or "://" in spec

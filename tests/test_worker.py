@@ -222,6 +222,44 @@ def test_analyze_writes_every_output(video, tiny_model_path, tmp_path):
     assert abs(sum(summary["mean_probability"].values()) - 1) < 1e-3
 
 
+def test_analyze_reports_undecodable_frames_and_refuses_a_video_with_none(tiny_model_path, tmp_path):
+    """A video whose second half is damaged is analysed from what decodes, and says how many frames it
+    skipped; a file FFmpeg opens but cannot decode a single frame of is a clear error, with no outputs."""
+    from fer_cli.demo import write_clip
+
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, seconds=1.0)  # 24 frames
+    data = bytearray(clip.read_bytes())
+    moov, mdat = data.find(b"moov"), data.find(b"mdat")
+    assert 0 < mdat < moov  # frames first, their index at the end
+    half = (mdat + moov) // 2
+    data[half:moov - 8] = bytes(moov - 8 - half)  # the later frames' data zeroed, the index intact
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    common = ("--model", str(tiny_model_path), "--set", f"home={tmp_path / 'home'}")
+    proc = subprocess.run(helpers.fer_cmd("analyze", str(damaged), "--out", str(tmp_path / "a"), *common),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert summary["frames"] > 0 and summary["corrupt_frames"] > 0
+    assert summary["frames"] + summary["corrupt_frames"] == 24
+    assert f"{summary['corrupt_frames']} of 24 frames could not be decoded" in proc.stderr
+    assert len(_rows(summary["outputs"]["timeline"])) == summary["faces"]
+
+    not_video = tmp_path / "notes.jpg"  # FFmpeg opens it (as a one-image sequence) and decodes nothing
+    not_video.write_text("meeting notes, not a picture\n")
+    proc = subprocess.run(helpers.fer_cmd("analyze", str(not_video), "--out", str(tmp_path / "b"), *common),
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and f"fer: error: no frame of {not_video} could be decoded" in proc.stderr, \
+        proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not proc.stdout.strip()
+    assert not [p.name for p in (tmp_path / "b").iterdir() if p.stat().st_size > 0]
+    proc = subprocess.run(helpers.fer_cmd("bench", "realtime", str(not_video), "--naive-frames", "0", *common),
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and f"fer: error: no frame of {not_video} could be decoded" in proc.stderr, \
+        proc.stderr[-2000:]
+
+
 def test_bench_realtime_reports_speed_and_faces_kept(video, tiny_model_path, tmp_path):
     """`fer bench realtime` (track mode, steady faces held): its JSON, the reference faces kept, and the boxes
     the reference lacks on a frame (held across its one-frame flickers) stay few."""
