@@ -199,14 +199,15 @@ class Worker:
         """Wait, not ready, until a model is loaded (True) or the worker is stopped (False); give up with a
         clear error only when options.model_wait_s is set. A shared registry without a champion is a state
         to wait out, not a failure: the poller loads the champion as soon as one is promoted."""
-        waited, said = 0.0, -30.0
+        waited, said = 0.0, None
         while not self.model.ready:
             if self._stop.is_set():
                 return False
             if self.opt.model_wait_s and waited >= self.opt.model_wait_s:
                 raise RuntimeError(f"no model could be loaded from {self.opt.model_uri} within "
                                    f"{self.opt.model_wait_s:.0f} s: {self.model.last_error or 'no champion yet'}")
-            if waited - said >= 30.0:
+            # said at once when a load failed, after 20 s of an ordinary first load (TensorFlow's import), then every 30 s
+            if (self.model.last_error or waited >= 20.0) and (said is None or waited - said >= 30.0):
                 log.warning("not ready: no model loaded from %s yet (%s); polling every %.0f s",
                             self.opt.model_uri, self.model.last_error or "waiting", self.model.poll_s)
                 said = waited
