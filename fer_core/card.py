@@ -42,6 +42,21 @@ def calibration_line(c: dict[str, float]) -> str:
             + "); no prediction changes")
 
 
+E2E_HEADING = "## End to end through the detector (as `fer predict` sees it)"
+
+
+def end_to_end_section(e: dict[str, Any]) -> list[str]:
+    """The card's end-to-end section, from `evaluate.through_detector`'s result (also what `fer evaluate
+    --through-detector` prints, so a shipped card can be brought up to date: scripts/refresh_end_to_end.py)."""
+    return [E2E_HEADING, "",
+            f"Whole images of the test split's ExpW faces ({e['n']} faces in {e['images']} images), the "
+            f"`{e.get('detector_name') or 'still'}` face detector, crops grown by {e['margin']:.2f}; a face is found "
+            f"at IoU >= {e['min_iou']}, a missed face counts as wrong.", "",
+            f"- detection recall {e['detection_recall']:.4f}; accuracy on found faces {e['accuracy_on_found']:.4f} "
+            f"(the same faces from their labelled boxes: {e['accuracy_on_found_labelled_crop']:.4f}); "
+            f"end to end **{e['accuracy']:.4f}**"]
+
+
 def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[str, dict[str, Any]],
                speed: dict[str, float], commit: str, end_to_end: dict[str, Any] | None = None) -> str:
     t = settings.train
@@ -80,14 +95,7 @@ def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[s
         lines.append(f"| {name} | {r['n']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['loss']:.4f} "
                      f"| {r.get('ece', float('nan')):.4f} |")
     if end_to_end:
-        e = end_to_end
-        lines += ["", "## End to end through the detector (as `fer predict` sees it)", "",
-                  f"Whole images of the test split's ExpW faces ({e['n']} faces in {e['images']} images), the "
-                  f"`{e.get('detector_name') or 'still'}` face detector, crops grown by {e['margin']:.2f}; a face is found at IoU >= {e['min_iou']}, "
-                  "a missed face counts as wrong.", "",
-                  f"- detection recall {e['detection_recall']:.4f}; accuracy on found faces {e['accuracy_on_found']:.4f} "
-                  f"(the same faces from their labelled boxes: {e['accuracy_on_found_labelled_crop']:.4f}); "
-                  f"end to end **{e['accuracy']:.4f}**"]
+        lines += ["", *end_to_end_section(end_to_end)]
     for set_name in ("fer2013_publictest", "test"):
         if set_name not in results:
             continue

@@ -169,6 +169,67 @@ def test_cli_predict_faces_and_bad_files(tiny_model_path, tmp_path):
     assert "notes.txt" in proc.stderr
 
 
+@pytest.mark.slow
+def test_refresh_end_to_end_rewrites_the_shipped_figure_from_a_measurement(tiny_model_path, tmp_path):
+    """scripts/refresh_end_to_end.py: the `fer evaluate --through-detector` result of the shipped file on its
+    dataset's test split replaces the card's section and baseline.json's figures, the replaced ones kept;
+    a result of another model is refused and changes nothing."""
+    import shutil
+
+    from fer_cli.demo import write_demo_data
+
+    root = Path(__file__).resolve().parents[1]
+    expw_root = write_demo_data(tmp_path / "data", per_class=6)["expw"]
+    home = tmp_path / "home"
+    fer = [sys.executable, "-m", "fer_cli"]
+    built = subprocess.run([*fer, "data", "build", "--set", f"home={home}", "--set", f"data.expw={expw_root}"],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    version = json.loads(built.stdout)["version"]
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    shutil.copyfile(tiny_model_path, assets / "baseline.keras")
+    shutil.copyfile(root / "fer_core" / "assets" / "MODEL_CARD.md", assets / "MODEL_CARD.md")
+    info = json.loads((root / "fer_core" / "assets" / "baseline.json").read_text())
+    old_metrics = dict(info["metrics"])
+    (assets / "baseline.json").write_text(json.dumps({**info, "dataset_version": version}))
+
+    def measure(model: Path) -> Path:
+        proc = subprocess.run([*fer, "evaluate", "--through-detector", "--data", str(expw_root), "--test-split-of",
+                               version, "--model", str(model), "--set", f"home={home}"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = tmp_path / f"e2e-{model.stem}.json"
+        out.write_text(proc.stdout)
+        return out
+
+    script = [sys.executable, str(root / "scripts" / "refresh_end_to_end.py")]
+    card_before = (assets / "MODEL_CARD.md").read_text()
+    refused = subprocess.run([*script, str(measure(tiny_model_path)), "--command", "c", "--assets", str(assets)],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "not the shipped" in refused.stderr
+    assert (assets / "MODEL_CARD.md").read_text() == card_before
+
+    result_file = measure(assets / "baseline.keras")
+    result = json.loads(result_file.read_text())
+    assert result["n"] > 0
+    done = subprocess.run([*script, str(result_file), "--command", "fer evaluate ...", "--assets", str(assets)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    card = (assets / "MODEL_CARD.md").read_text()
+    assert card.count("## End to end through the detector") == 1
+    assert f"end to end **{result['accuracy']:.4f}**" in card and f"`{result['detector_name']}` face detector" in card
+    assert f"end to end {old_metrics['expw_test_e2e_accuracy']:.4f}" in card  # the replaced figure, named
+    assert card.split("## End to end")[0] == card_before.split("## End to end")[0]  # the rest untouched
+    assert "Per class on fer2013_publictest:" in card.split("## End to end")[1]
+    new = json.loads((assets / "baseline.json").read_text())
+    assert new["metrics"]["expw_test_e2e_accuracy"] == result["accuracy"]
+    assert new["metrics"]["expw_test_e2e_detection_recall"] == result["detection_recall"]
+    assert new["end_to_end_refreshed"]["previous"]["expw_test_e2e_accuracy"] == old_metrics["expw_test_e2e_accuracy"]
+    assert {k: v for k, v in new["metrics"].items() if "e2e" not in k} == \
+        {k: v for k, v in old_metrics.items() if "e2e" not in k}
+
+
 def test_through_detector_counts_missed_faces_as_wrong(tiny_model_path, tmp_path):
     """`fer evaluate --through-detector`: whole images through the face detector, as `fer predict` sees them. The demo's
     portrait faces are found; a labelled box where there is no face is missed and counts as wrong."""
