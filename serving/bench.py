@@ -11,20 +11,21 @@ import numpy as np
 from fer_core import detect, models, registry
 from fer_core.config import Settings
 from serving.pipeline import FrameResult
-from serving.sources import undecodable
+from serving.sources import FileSource, undecodable
 from serving.worker import Worker, WorkerOptions
 
 
 def reference_boxes(video: str) -> list[np.ndarray]:
-    """Full-resolution Haar (scaleFactor 1.1, minNeighbors 5, minSize 48x48) on every frame."""
+    """Full-resolution Haar (scaleFactor 1.1, minNeighbors 5, minSize 48x48) on every frame the worker sees:
+    read by the worker's own file source, which skips undecodable frames, so the two lists stay aligned."""
     ref = detect.HaarDetector(1.1, 5, 48, 0)
-    cap = cv2.VideoCapture(video)
+    source = FileSource(video)
     out = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        out.append(ref.detect(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)))
+    try:
+        while (frame := source.read()) is not None:
+            out.append(ref.detect(cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)))
+    finally:
+        source.close()
     return out
 
 

@@ -223,17 +223,18 @@ def test_analyze_writes_every_output(video, tiny_model_path, tmp_path):
 
 
 def test_analyze_reports_undecodable_frames_and_refuses_a_video_with_none(tiny_model_path, tmp_path):
-    """A video whose second half is damaged is analysed from what decodes, and says how many frames it
-    skipped; a file FFmpeg opens but cannot decode a single frame of is a clear error, with no outputs."""
+    """A video damaged in the middle is analysed from every frame that decodes, before and after the damage,
+    and says how many it skipped; `fer bench realtime` compares its reference on the same frames; a file
+    FFmpeg opens but cannot decode a single frame of is a clear error, with no outputs."""
     from fer_cli.demo import write_clip
 
     clip = tmp_path / "clip.mp4"
-    write_clip(clip, seconds=1.0)  # 24 frames
+    write_clip(clip, seconds=2.0)  # 48 frames of one face
     data = bytearray(clip.read_bytes())
     moov, mdat = data.find(b"moov"), data.find(b"mdat")
     assert 0 < mdat < moov  # frames first, their index at the end
-    half = (mdat + moov) // 2
-    data[half:moov - 8] = bytes(moov - 8 - half)  # the later frames' data zeroed, the index intact
+    start, end = mdat + (moov - mdat) * 3 // 10, mdat + (moov - mdat) // 2
+    data[start:end] = bytes(end - start)  # some frames' data zeroed, the index intact
     damaged = tmp_path / "damaged.mp4"
     damaged.write_bytes(bytes(data))
     common = ("--model", str(tiny_model_path), "--set", f"home={tmp_path / 'home'}")
@@ -241,10 +242,19 @@ def test_analyze_reports_undecodable_frames_and_refuses_a_video_with_none(tiny_m
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)
-    assert summary["frames"] > 0 and summary["corrupt_frames"] > 0
-    assert summary["frames"] + summary["corrupt_frames"] == 24
-    assert f"{summary['corrupt_frames']} of 24 frames could not be decoded" in proc.stderr
-    assert len(_rows(summary["outputs"]["timeline"])) == summary["faces"]
+    decoded, corrupt = summary["frames"], summary["corrupt_frames"]
+    assert decoded > 0 and corrupt > 0 and decoded + corrupt == 48
+    assert f"{corrupt} of 48 frames could not be decoded" in proc.stderr
+    rows = _rows(summary["outputs"]["timeline"])
+    assert len(rows) == summary["faces"] and int(rows[-1]["frame"]) == 47  # on past the damage, to the end
+    proc = subprocess.run(helpers.fer_cmd("bench", "realtime", str(damaged), "--naive-frames", "0",
+                                          "--detector", "full", *common), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    bench = json.loads(proc.stdout)
+    # the reference reads the frames the worker saw (it stopped at the damage before): one face each, and the
+    # worker's full scan is the reference's, frame for frame
+    assert bench["frames"] == decoded and bench["reference_faces"] >= 0.9 * decoded
+    assert bench["kept"] == 1.0 and bench["extra"] == 0
 
     not_video = tmp_path / "notes.jpg"  # FFmpeg opens it (as a one-image sequence) and decodes nothing
     not_video.write_text("meeting notes, not a picture\n")
