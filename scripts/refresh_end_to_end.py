@@ -64,7 +64,7 @@ def main() -> None:
     note = (f"- measured again on {when} (commit `{info['end_to_end_refreshed']['git_commit'][:12]}`) after "
             f"`fer predict`'s detector changed, by `{args.command}`")
     if before is not None:
-        note += f"; at registration, with the detector of that time: end to end {before:.4f}"
+        note += f"; the figure it replaces (an earlier detector): end to end {before:.4f}"
     section = [*end_to_end_section(result), note]
     card = assets / "MODEL_CARD.md"
     card.write_text(replace_section(card.read_text(), section))
