@@ -75,6 +75,7 @@ def realtime(settings: Settings, video: str, model_uri: str, detector: str = "fu
     naive_fps = naive_loop(video, str(registry.resolve(model_uri, settings).path), naive_frames) if naive_frames else 0
     return {"video": video, "detector": detector, "scan_every": scan_every if detector == "track" else None,
             "hold": hold if detector == "track" else None,
+            "scans": dict(worker.pipeline.finder.scans) if detector == "track" else None,  # discovery scans by cause
             "frames": run["frames"], "fps": run["fps"],
             "p50_ms": run["p50_ms"], "p95_ms": run["p95_ms"], "faces": run["faces"],
             "reference_faces": total, "kept": round(kept / total, 4) if total else 1.0,

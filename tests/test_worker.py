@@ -279,6 +279,7 @@ def test_bench_realtime_reports_speed_and_faces_kept(video, tiny_model_path, tmp
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert out["detector"] == "track" and out["hold"] is True and out["frames"] == 115
+    assert out["scans"]["cut"] == 0 and out["scans"]["periodic"] >= 2  # the real video has no cut
     assert out["reference_faces"] > 100 and out["kept"] >= 0.95 and out["extra"] <= 0.05 * out["reference_faces"]
     assert out["fps"] > 0 and 0 < out["p50_ms"] <= out["p95_ms"] and out["naive_fps"] > 0
 
