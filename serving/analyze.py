@@ -15,6 +15,7 @@ from fer_core.config import Settings
 from fer_core.labels import EMOTIONS
 from serving.sinks import write_json
 from serving.sources import undecodable
+from serving.tracks import FaceStats
 from serving.worker import Worker, WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,14 @@ def analyze(settings: Settings, video: str, out_dir: str, model_uri: str, detect
     cap = cv2.VideoCapture(video)
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     cap.release()
+    faces_followed = FaceStats(len(EMOTIONS))
+
+    def on_frame(result) -> None:
+        faces_followed.add(result.timestamp, result.detections.face_ids(), result.detections.probs)
+        bar.update(1)
+
     with progress.bar(total=total, desc=f"analyze {Path(video).name}", unit="frame") as bar:
-        worker.results_hook = lambda _result: bar.update(1)
+        worker.results_hook = on_frame
         run = worker.run()
     corrupt = run["corrupt_frames"]
     if not run["frames"]:  # FFmpeg opened it, but no frame decodes: no analysis to write, and an analyst must know
@@ -78,13 +85,17 @@ def analyze(settings: Settings, video: str, out_dir: str, model_uri: str, detect
     for r in per_second:
         totals += np.array([r[f"mean_{e}"] for e in EMOTIONS]) * r["faces"]
     faces = sum(r["faces"] for r in per_second)
+    fps = worker.source.fps or 25.0
     summary = {
         "video": video, "model": model_uri, "model_version": run["model_version"], "frames": run["frames"],
         "corrupt_frames": corrupt,
-        "duration_s": round(run["frames"] / (worker.source.fps or 25.0), 3), "seconds": len(per_second),
+        "duration_s": round(run["frames"] / fps, 3), "seconds": len(per_second),
         "faces": faces, "detector": detector, "processing_fps": run["fps"],
         "mean_probability": {e: round(float(t / faces), 5) if faces else 0.0 for e, t in zip(EMOTIONS, totals, strict=True)},
         "dominant_per_second": [r["dominant"] for r in per_second],
+        # each face followed for at least a second (the timeline's `face` column), the longest first
+        "face_ids": len(faces_followed),
+        "faces_followed": faces_followed.summary(list(EMOTIONS), min_frames=max(1, round(fps))),
         "outputs": {"timeline": str(out / "timeline.csv"), "per_second": str(out / "timeline.seconds.csv"),
                     "summary": str(out / "summary.json"), "plot": str(out / "summary.png"),
                     "video": str(out / "annotated.mp4")},

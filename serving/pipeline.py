@@ -28,14 +28,21 @@ import numpy as np
 from fer_core import crop, detect
 from fer_core.blazeface import BlazeFace
 from fer_core.labels import EMOTIONS
+from serving.tracks import FaceTracks
 
 
 @dataclass
 class Detections:
-    """Faces of one frame: (x, y, w, h) boxes and their emotion probabilities."""
+    """Faces of one frame: (x, y, w, h) boxes, their emotion probabilities and their face ids (`serving.tracks`:
+    the same id while the face is followed from frame to frame; empty where no ids were given)."""
 
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int32))
     probs: np.ndarray = field(default_factory=lambda: np.zeros((0, len(EMOTIONS)), np.float32))
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def face_ids(self) -> list[int]:
+        """Each face's id, or its place in the frame where no ids were given."""
+        return [int(i) for i in self.ids] if len(self.ids) == len(self.boxes) else list(range(len(self.boxes)))
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -189,12 +196,13 @@ class FaceFinder:
 
 class FramePipeline:
     """gray -> faces -> crops (`fer_core.crop`, grown by `margin` as in training) -> one batched
-    classification per frame."""
+    classification per frame; each face gets its id (`serving.tracks`)."""
 
     def __init__(self, finder: FaceFinder, model_holder, margin: float = 0.10):
         self.finder = finder
         self.model_holder = model_holder
         self.margin = margin
+        self.tracks = FaceTracks()
 
     def process(self, index: int, timestamp: float, image: np.ndarray) -> FrameResult:
         t0 = time.perf_counter()
@@ -205,5 +213,6 @@ class FramePipeline:
         if len(boxes):
             probs = self.model_holder.classifier.predict(crop.crop_faces(gray, boxes, self.margin))
         t2 = time.perf_counter()
-        return FrameResult(index, timestamp, Detections(np.asarray(boxes, np.int32), probs),
+        boxes = np.asarray(boxes, np.int32).reshape(-1, 4)
+        return FrameResult(index, timestamp, Detections(boxes, probs, self.tracks.update(boxes)),
                            {"detect": (t1 - t0) * 1000, "classify": (t2 - t1) * 1000})

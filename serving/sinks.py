@@ -26,12 +26,13 @@ class Annotator:
         self.top = top
 
     def draw(self, image: np.ndarray, result: FrameResult) -> np.ndarray:
-        for (x, y, w, h), p in zip(result.detections.boxes, result.detections.probs, strict=True):
+        det = result.detections
+        for face, (x, y, w, h), p in zip(det.face_ids(), det.boxes, det.probs, strict=True):
             order = np.argsort(-p)[: self.top]
             color = _COLORS[EMOTIONS[order[0]]]
             cv2.rectangle(image, (int(x), int(y)), (int(x + w), int(y + h)), color, 2)
             for rank, k in enumerate(order):
-                text = f"{EMOTIONS[k]} {p[k]:.0%}"
+                text = f"#{face} {EMOTIONS[k]} {p[k]:.0%}" if rank == 0 else f"{EMOTIONS[k]} {p[k]:.0%}"
                 scale, thick = (0.55, 2) if rank == 0 else (0.45, 1)
                 ty = int(y) - 8 - 18 * (self.top - 1 - rank) if y > 60 else int(y + h) + 18 + 18 * rank
                 cv2.putText(image, text, (int(x), ty), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2,

@@ -9,6 +9,7 @@ Built to run for weeks and to survive a crash:
   per-second twin `NAME.seconds.csv` to `NAME.<UTC start>.seconds.csv`, where the start is the UTC time the
   segment was opened, `YYYYmmddTHHMMSSZ`, then `-1`, `-2`... for more in one second), and a closed segment is uploaded to `upload` (a `gs://` prefix)
   in the background; a `gs://` timeline path writes locally under `local_dir` and uploads every segment;
+- `face` is the face's id (`serving.tracks`), the same while that face is followed from frame to frame;
 - every row says which clock its time is on: `media` (seconds into a file) or `utc` (UNIX seconds of the
   wall clock, for live sources, so timelines of workers and restarts line up), the wall-clock time as
   ISO-8601 UTC, the model version that produced it and the worker's id.
@@ -181,8 +182,9 @@ class Timeline:
                                 "sum": np.zeros(len(EMOTIONS)), "model_version": model_version}
             agg = self._second
             agg["frames"] += 1
-            for i, ((x, y, w, h), p) in enumerate(zip(result.detections.boxes, result.detections.probs, strict=True)):
-                self._faces.write([result.index, round(ts, 3), clock, utc, i, int(x), int(y), int(w), int(h),
+            det = result.detections
+            for face, (x, y, w, h), p in zip(det.face_ids(), det.boxes, det.probs, strict=True):
+                self._faces.write([result.index, round(ts, 3), clock, utc, face, int(x), int(y), int(w), int(h),
                                    EMOTIONS[int(np.argmax(p))], *[round(float(v), 5) for v in p], model_version,
                                    self.worker_id])
                 self.rows_written += 1

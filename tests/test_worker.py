@@ -220,6 +220,11 @@ def test_analyze_writes_every_output(video, tiny_model_path, tmp_path):
     rows = _rows(summary["outputs"]["timeline"])
     assert summary["faces"] == len(rows) == 115 and len({r["frame"] for r in rows}) == 115
     assert abs(sum(summary["mean_probability"].values()) - 1) < 1e-3
+    # the woman is one face, followed from the first frame to the last, in the timeline and in the summary
+    assert {r["face"] for r in rows} == {"0"} and summary["face_ids"] == 1
+    (followed,) = summary["faces_followed"]
+    assert followed["face"] == 0 and followed["frames"] == 115 and followed["first_s"] == 0.0
+    assert abs(followed["last_s"] - 114 / 24.7) < 0.1 and followed["mean_probability"] == summary["mean_probability"]
 
 
 def test_analyze_reports_undecodable_frames_and_refuses_a_video_with_none(tiny_model_path, tmp_path):
