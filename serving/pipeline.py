@@ -77,6 +77,7 @@ class FaceFinder:
         self.hold = hold
         self.cut_change = cut_change  # the real video: <= 11 levels a frame, its cuts 40-51 (bench/cut_video.py)
         self._thumb: np.ndarray | None = None
+        self.cut = False  # whether the last frame found began a new shot
         self.scans = {"periodic": 0, "cut": 0}  # discovery scans by cause, for benchmarks
         self.reference = detect.HaarDetector(1.1, 5, min_size, 0)
         self.local = detect.LocalHaar(self.reference)
@@ -94,14 +95,16 @@ class FaceFinder:
                 pool.submit(lambda: self.reference._cascade).result()
 
     def find(self, gray: np.ndarray, frame: np.ndarray | None = None) -> np.ndarray:
-        """Boxes (x, y, w, h) of the faces in this frame; `frame`, the colour image, is what BlazeFace reads."""
+        """Boxes (x, y, w, h) of the faces in this frame; `frame`, the colour image, is what BlazeFace reads.
+        `self.cut` then says whether this frame began a new shot, in every mode (face ids start anew there)."""
+        self.cut = self._cut(gray)
         if self.mode == "full":
             return self.reference.detect(gray)
         if self.learned is not None:
             boxes = self.learned.detect(gray if frame is None else frame)
             return boxes[np.minimum(boxes[:, 2], boxes[:, 3]) >= self.min_size]
         seeds = self._seeds
-        if self._cut(gray) or self._n == 0:  # a new picture (or the first): nothing tracked is valid any more
+        if self.cut or self._n == 0:  # a new picture (or the first): nothing tracked is valid any more
             self._forget()
             seeds = self.local.seeds(gray)  # found on this very frame, at the cost of one scan
             self.scans["cut"] += self._n > 0
@@ -214,5 +217,6 @@ class FramePipeline:
             probs = self.model_holder.classifier.predict(crop.crop_faces(gray, boxes, self.margin))
         t2 = time.perf_counter()
         boxes = np.asarray(boxes, np.int32).reshape(-1, 4)
-        return FrameResult(index, timestamp, Detections(boxes, probs, self.tracks.update(boxes)),
+        ids = self.tracks.update(boxes, cut=self.finder.cut)
+        return FrameResult(index, timestamp, Detections(boxes, probs, ids),
                            {"detect": (t1 - t0) * 1000, "classify": (t2 - t1) * 1000})

@@ -3,7 +3,8 @@
 Each frame's boxes are matched to the faces of the recent frames by overlap (IoU >= `min_iou`; one box to one
 face, the assignment with the most overlap in all, SciPy's Hungarian solver), and take that face's id; a box
 that matches none starts a new id. A face unseen for more than `max_missed` frames is let go, so one that leaves
-and comes back later, or moves far while unseen (a cut), gets a new id: ids say "the same face, followed", never
+and comes back later, or moves far while unseen, gets a new id, and so does every face after a cut (the face
+finder tells one: `serving.pipeline.FaceFinder.cut`), even one where a face of the last shot was: ids say "the same face, followed", never
 "the same person" (no face recognition, and nothing about a face is kept beyond its last box).
 """
 
@@ -25,9 +26,12 @@ class FaceTracks:
         self._missed = np.zeros(0, np.int64)
         self.next_id = 0
 
-    def update(self, boxes: np.ndarray) -> np.ndarray:
-        """The id of each of this frame's boxes, in their order."""
+    def update(self, boxes: np.ndarray, cut: bool = False) -> np.ndarray:
+        """The id of each of this frame's boxes, in their order. After a `cut` (a new shot: the face finder
+        says so) every face is new, even one in the place of a face of the last shot."""
         boxes = np.asarray(boxes, np.int32).reshape(-1, 4)
+        if cut:
+            self._boxes, self._ids, self._missed = self._boxes[:0], self._ids[:0], self._missed[:0]
         ids = np.full(len(boxes), -1, np.int64)
         matched = np.zeros(len(self._boxes), bool)
         if len(boxes) and len(self._boxes):

@@ -13,6 +13,7 @@ import mlflow
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.cut_video import write_cut_video
 from fer_core import promotion, registry
 from fer_core.config import load_settings
 from fer_core.labels import EMOTIONS
@@ -225,6 +226,24 @@ def test_analyze_writes_every_output(video, tiny_model_path, tmp_path):
     (followed,) = summary["faces_followed"]
     assert followed["face"] == 0 and followed["frames"] == 115 and followed["first_s"] == 0.0
     assert abs(followed["last_s"] - 114 / 24.7) < 0.1 and followed["mean_probability"] == summary["mean_probability"]
+
+
+def test_analyze_gives_every_face_a_new_id_after_a_cut(tiny_model_path, tmp_path):
+    """The real video reframed (moved 30 px) every 30 frames: the woman's box still overlaps its place of the shot
+    before, but a cut is a new shot, so each shot's face is a new face (ids follow a face, never across a cut)."""
+    helpers.require_shared(helpers.VIDEO)
+    video = write_cut_video(helpers.VIDEO, tmp_path / "reframed.avi", every=30, shift=-30)
+    out = tmp_path / "analysis"
+    proc = subprocess.run(helpers.fer_cmd("analyze", video["out"], "--out", str(out), "--model", str(tiny_model_path),
+                                          "--set", f"home={tmp_path / 'home'}"), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert summary["frames"] == 115 and summary["faces"] == 115 and summary["face_ids"] == 4
+    shots = sorted(summary["faces_followed"], key=lambda f: f["first_s"])
+    assert [f["frames"] for f in shots] == [30, 30, 30, 25]
+    rows = _rows(summary["outputs"]["timeline"])
+    faces = [r["face"] for r in rows]  # one row a frame
+    assert [i for i in range(1, 115) if faces[i] != faces[i - 1]] == [30, 60, 90]
 
 
 def test_analyze_reports_undecodable_frames_and_refuses_a_video_with_none(tiny_model_path, tmp_path):
