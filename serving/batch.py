@@ -25,7 +25,7 @@ from fer_core.labels import EMOTIONS
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-INDEX_FIELDS = ["video", "status", "frames", "corrupt_frames", "seconds", "duration_s", "faces", "dominant",
+INDEX_FIELDS = ["video", "status", "frames", "corrupt_frames", "seconds", "duration_s", "faces", "face_ids", "dominant",
                 *[f"mean_{e}" for e in EMOTIONS], "model_version", "output", "error"]
 _LOADED: dict[str, Any] = {}  # model URI -> classifier, per worker process
 

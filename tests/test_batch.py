@@ -50,7 +50,7 @@ def test_folder_of_videos_on_a_dask_cluster(cluster, videos, tiny_model_path, tm
     with open(out / "index.csv", newline="") as fh:
         index = list(csv.DictReader(fh))
     assert [r["status"] for r in index] == ["ok", "ok", "ok", "failed"]
-    assert all(int(r["frames"]) == 24 and r["dominant"] for r in index[:3])
+    assert all(int(r["frames"]) == 24 and r["dominant"] and int(r["face_ids"]) >= 1 for r in index[:3])
     for stem in ("ad0", "ad1", "ad2"):
         for name in ("timeline.csv", "timeline.seconds.csv", "summary.json", "summary.png", "annotated.mp4"):
             assert (out / stem / name).stat().st_size > 0, (stem, name)
