@@ -24,6 +24,10 @@ class WorkerMetrics:
         self.latency = Histogram("fer_stage_latency_ms", "Latency per stage in milliseconds", ["stage"],
                                  buckets=_BUCKETS_MS, registry=r)
         self.faces = Counter("fer_faces_total", "Faces classified", registry=r)
+        self.new_faces = Counter("fer_new_faces_total", "Faces given a new id (serving.tracks): people arriving, "
+                                 "or faces found again after a cut or a long miss", registry=r)
+        self.cuts = Counter("fer_cuts_total", "Frames that began a new shot (the picture changed all at once)",
+                            registry=r)
         self.emotions = Counter("fer_emotions_total", "Faces per predicted emotion", ["emotion"], registry=r)
         self.model = Info("fer_model", "The model being served", registry=r)
         self.reloads = Counter("fer_model_reloads_total", "Model reloads", ["result"], registry=r)

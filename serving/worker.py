@@ -220,8 +220,11 @@ class Worker:
         started = time.perf_counter()
         for frame in self._frames():
             t0 = time.perf_counter()
+            followed = self.pipeline.tracks.next_id
             result = self.pipeline.process(frame.index, frame.timestamp, frame.image)
             self._emit(frame, result)
+            self.metrics.new_faces.inc(self.pipeline.tracks.next_id - followed)
+            self.metrics.cuts.inc(int(self.pipeline.finder.cut))
             total = (time.perf_counter() - t0) * 1000
             self.metrics.latency.labels(stage="total").observe(total)
             self.latencies.append(total)

@@ -228,6 +228,22 @@ def test_analyze_writes_every_output(video, tiny_model_path, tmp_path):
     assert abs(followed["last_s"] - 114 / 24.7) < 0.1 and followed["mean_probability"] == summary["mean_probability"]
 
 
+def test_worker_counts_cuts_and_new_faces(video, tiny_model_path, tmp_path):
+    """`fer_cuts_total` and `fer_new_faces_total`, in the worker's default `track` mode: none of the first on the
+    real video, where the woman is one face from start to end; on the same video cut every 20 frames between two
+    framings, five cuts, and her face new after each."""
+    counted = {}
+    cut_video = write_cut_video(video, tmp_path / "cuts.avi", every=20, shift=-220)["out"]
+    for name, source in (("plain", video), ("cut", cut_video)):
+        worker = Worker(_settings(tmp_path), WorkerOptions(source=source, model_uri=str(tiny_model_path),
+                                                           detector="track"))
+        summary = worker.run()
+        assert summary["frames"] == 115
+        counted[name] = {m: worker.metrics.registry.get_sample_value(f"fer_{m}_total") for m in ("cuts", "new_faces")}
+    assert counted["plain"]["cuts"] == 0 and 1 <= counted["plain"]["new_faces"] <= 8  # her, and a few small Haar boxes
+    assert counted["cut"]["cuts"] == 5 and counted["cut"]["new_faces"] >= 6
+
+
 def test_analyze_gives_every_face_a_new_id_after_a_cut(tiny_model_path, tmp_path):
     """The real video reframed (moved 30 px) every 30 frames: the woman's box still overlaps its place of the shot
     before, but a cut is a new shot, so each shot's face is a new face (ids follow a face, never across a cut)."""
