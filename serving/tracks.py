@@ -4,8 +4,8 @@ Each frame's boxes are matched to the faces of the recent frames by overlap (IoU
 face, the assignment with the most overlap in all, SciPy's Hungarian solver), and take that face's id; a box
 that matches none starts a new id. A face unseen for more than `max_missed` frames is let go, so one that leaves
 and comes back later, or moves far while unseen, gets a new id, and so does every face after a cut (the face
-finder tells one: `serving.pipeline.FaceFinder.cut`), even one where a face of the last shot was: ids say "the same face, followed", never
-"the same person" (no face recognition, and nothing about a face is kept beyond its last box).
+finder tells one: `serving.pipeline.FaceFinder.cut`), even one where a face of the last shot was. Ids say "the
+same face, followed", never "the same person" (no face recognition; nothing of a face is kept but its last box).
 """
 
 from __future__ import annotations
