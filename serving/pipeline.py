@@ -81,11 +81,7 @@ class FaceFinder:
         self.scans = {"periodic": 0, "cut": 0}  # discovery scans by cause, for benchmarks
         self.reference = detect.HaarDetector(1.1, 5, min_size, 0)
         self.local = detect.LocalHaar(self.reference)
-        self._seeds = np.zeros((0, 4), np.int32)
-        self._misses: list[int] = []
-        self._last = self._before = np.zeros((0, 4), np.int32)  # the faces of the last two frames
-        self._last_held = np.zeros(0, bool)
-        self._pending: Future | None = None  # a full-frame discovery scan
+        self._forget()  # what is tracked: seeds, the last two frames' faces, a pending discovery scan
         self._scanner = ThreadPoolExecutor(1, thread_name_prefix="fer-scan") if mode == "track" else None
         self._helper = ThreadPoolExecutor(1, thread_name_prefix="fer-local") if mode == "track" else None
         self._n = 0
@@ -144,8 +140,9 @@ class FaceFinder:
 
     def _forget(self) -> None:
         """Drop what the last frames found (seeds, held boxes, a pending scan of an older picture)."""
-        self._seeds, self._misses, self._pending = np.zeros((0, 4), np.int32), [], None
-        self._last = self._before = np.zeros((0, 4), np.int32)
+        self._seeds, self._misses = np.zeros((0, 4), np.int32), []
+        self._pending: Future | None = None  # a full-frame discovery scan
+        self._last = self._before = np.zeros((0, 4), np.int32)  # the faces of the last two frames
         self._last_held = np.zeros(0, bool)
 
     def _held(self) -> np.ndarray:
