@@ -5,11 +5,12 @@ Everything written comes from the registry and MLflow, never typed by hand: the 
 fingerprints, config hash, commit, gate decision and figures), its training run's parameters, metrics and
 generated model card; and, when the run started from other models (`train.init_from`, or the members of an
 ensemble), the MLflow run that trained each (`--init-run HOME:RUN_ID`, once per model, in order): its
-parameters, epochs and metrics, so the card says how the weights were made and on what machine. When those
-runs are in a registry that is gone (another machine) but the networks are the ones an earlier baseline
-shipped (a recalibration, a re-assembly), `--training-from OLD/baseline.json` carries its record over.
+parameters, epochs and metrics, so the card says how the weights were made and on what machine. When a run
+is in a registry that is gone (another machine) but its network is one an earlier baseline shipped (a
+recalibration, a re-assembly), `--init-run OLD/baseline.json#N` carries that baseline's N-th training record
+over in its place, and `--training-from OLD/baseline.json` carries all of them (after the `--init-run` ones).
 
-Usage: python scripts/ship_baseline.py --home HOME --version N [--init-run HOME2:RUN_ID ... |
+Usage: python scripts/ship_baseline.py --home HOME --version N [--init-run HOME2:RUN_ID|OLD.json#N ... |
        --training-from baseline.json] [--command "..."]
 """
 
@@ -49,11 +50,27 @@ def run_facts(home: str, run_id: str) -> dict[str, Any]:
         trained = next((line[2:] for line in card.splitlines() if line.startswith("- trained for")), "")
     except Exception:  # noqa: BLE001 (a run without a card)
         trained = ""
-    return {"trained": trained,"home_tracking_uri": settings.tracking_uri, "run_id": run_id, "run_name": run.info.run_name,
+    return {"trained": trained, "home_tracking_uri": settings.tracking_uri, "run_id": run_id, "run_name": run.info.run_name,
             "params": {k: run.data.params[k] for k in KEPT_PARAMS if k in run.data.params},
             "metrics": {k: round(v, 6) for k, v in sorted(run.data.metrics.items()) if math.isfinite(v)},
             "git_commit": run.data.tags.get("git_commit", ""), "dataset_version": run.data.tags.get("dataset.version", ""),
             "started_utc": run.info.start_time, "ended_utc": run.info.end_time}
+
+
+def training_record(spec: str, command: str = "") -> dict[str, Any]:
+    """How one network was trained: `HOME:RUN_ID` (read from that MLflow run) or `OLD/baseline.json#N` (the
+    N-th record an earlier baseline shipped, kept as it was, command included, unless `command` is given)."""
+    path, _, index = spec.rpartition("#")
+    if path.endswith(".json"):
+        records = json.loads(Path(path).read_text()).get("training", [])
+        if not index.isdigit() or int(index) >= len(records):
+            raise SystemExit(f"{spec}: {path} has {len(records)} training record(s); pick one of 0..{len(records) - 1}")
+        record = dict(records[int(index)])
+        return {**record, "command": command or record.get("command", "")}
+    home, _, run_id = spec.rpartition(":")
+    if not home or not run_id:
+        raise SystemExit(f"{spec}: expected HOME:RUN_ID or OLD/baseline.json#N")
+    return {"command": command, **run_facts(home, run_id)}
 
 
 def main() -> None:
@@ -61,7 +78,8 @@ def main() -> None:
     ap.add_argument("--home", required=True, help="the fer home whose registry holds the version")
     ap.add_argument("--version", required=True)
     ap.add_argument("--init-run", action="append", default=[],
-                    help="HOME:RUN_ID of the run that trained the warm-start model or an ensemble member (repeat)")
+                    help="HOME:RUN_ID of the run that trained the warm-start model or an ensemble member, or "
+                         "OLD/baseline.json#N for a network an earlier baseline shipped (repeat, in member order)")
     ap.add_argument("--init-command", action="append", default=[],
                     help="the command line of each --init-run, in the same order")
     ap.add_argument("--training-from", default="",
@@ -92,8 +110,7 @@ def main() -> None:
                   f"(MLflow run `{version.run_id}`); gate: **{info['gate_decision']}**"]
     provenance += [f"  - {reason}" for reason in info["gate_reasons"]]
     commands = args.init_command + [""] * (len(args.init_run) - len(args.init_command))
-    training = [{"command": command, **run_facts(*init_run.rsplit(":", 1))}
-                for init_run, command in zip(args.init_run, commands, strict=True)]
+    training = [training_record(init_run, command) for init_run, command in zip(args.init_run, commands, strict=True)]
     if args.training_from:
         training += json.loads(Path(args.training_from).read_text()).get("training", [])
     if training:

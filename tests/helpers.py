@@ -23,6 +23,17 @@ EXPW_ROOT = SHARED / "expw"
 VIDEO = SHARED / "videos" / "faces_596x336.mp4"
 
 
+def load_script(relative: str):
+    """A script of the repository (`tools/`, `scripts/`: not a package) imported as a module, to test its parts."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def shared_missing(*paths: Path) -> str | None:
     """A skip reason when the real data beside the checkout is missing, else None."""
     for p in paths:

@@ -1,8 +1,6 @@
 """tools/accelerator_train.py: the accelerator training script, run here on the CPU backend at toy size."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,16 +8,12 @@ from keras import ops
 
 from fer_core import models
 from fer_core.labels import NUM_CLASSES
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("accelerator_train", ROOT / "tools" / "accelerator_train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/accelerator_train.py")
 
 
 def test_distill_loss_is_label_loss_when_teacher_agrees(tool):
