@@ -42,6 +42,7 @@ def test_a_run_is_read_from_its_mlflow_home(ship, tmp_path):
 
     home = tmp_path / "home"
     registry.configure(load_settings(None, [f'home="{home}"'], environ={}))
+    mlflow.set_experiment("members")  # not the experiment an earlier test of this process made active elsewhere
     with mlflow.start_run(run_name="member") as run:
         mlflow.log_params({"train.seed": 31, "train.epochs": 90, "not.kept": "x"})
         mlflow.log_metrics({"epochs_run": 90, "train_seconds": 600.0})
