@@ -57,12 +57,17 @@ def run_facts(home: str, run_id: str) -> dict[str, Any]:
             "started_utc": run.info.start_time, "ended_utc": run.info.end_time}
 
 
+def earlier_records(path: str) -> list[dict[str, Any]]:
+    """The training records an earlier baseline.json shipped, in member order."""
+    return json.loads(Path(path).read_text()).get("training", [])
+
+
 def training_record(spec: str, command: str = "") -> dict[str, Any]:
     """How one network was trained: `HOME:RUN_ID` (read from that MLflow run) or `OLD/baseline.json#N` (the
     N-th record an earlier baseline shipped, kept as it was, command included, unless `command` is given)."""
     path, _, index = spec.rpartition("#")
     if path.endswith(".json"):
-        records = json.loads(Path(path).read_text()).get("training", [])
+        records = earlier_records(path)
         if not index.isdigit() or int(index) >= len(records):
             raise SystemExit(f"{spec}: {path} has {len(records)} training record(s); pick one of 0..{len(records) - 1}")
         record = dict(records[int(index)])
@@ -112,7 +117,7 @@ def main() -> None:
     commands = args.init_command + [""] * (len(args.init_run) - len(args.init_command))
     training = [training_record(init_run, command) for init_run, command in zip(args.init_run, commands, strict=True)]
     if args.training_from:
-        training += json.loads(Path(args.training_from).read_text()).get("training", [])
+        training += earlier_records(args.training_from)
     if training:
         info["training"] = training
     for init in training:
