@@ -61,7 +61,7 @@ def main() -> None:
                 m = evaluate.metrics(y, average(combo, set_name))
                 scores[set_name] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
             line = {"models": list(combo), **scores}
-            if reference and list(combo) != reference:
+            if reference and set(combo) != set(reference):
                 line["gate"] = gate_against(combo, reference, benchmarks, sets, average, cfg)
             print(json.dumps(line), flush=True)
 
