@@ -1,0 +1,121 @@
+"""Squashed or shape-kept crops of faces that the frame cuts: what the classifier answers either way.
+
+`fer_core.crop` clips a grown box to the image and resizes what is left to 48x48, so a face at the frame's edge
+(a close-up, a face entering) reaches the classifier squashed. The alternative keeps the box's shape: the image is
+edge-replicated where the grown box leaves it, then the same resize. Two measurements, each with both crops:
+
+- a video's faces, from the boxes `fer analyze` wrote (`--timeline DIR/timeline.csv` with `--video`): the answers
+  per frame and the mean probabilities;
+- ExpW end to end (`--expw ROOT --dataset DATASET_DIR`): `fer evaluate --through-detector` on that dataset's test
+  images, as `evaluate.through_detector` computes it.
+
+Prints one JSON line per measurement and crop. Training crops through the same function, so adopting the
+shape-kept crop means a new dataset format and retrained networks (docs/EXPERIMENTS.md).
+
+Usage: python experiments/crop_shape.py [--model fer_core/assets/baseline.keras]
+       [--video VIDEO --timeline DIR/timeline.csv] [--expw ../shared/data/expw --dataset DATASET_DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fer_core import baseline, crop, evaluate  # noqa: E402
+from fer_core.classify import Classifier  # noqa: E402
+from fer_core.data import dataset  # noqa: E402
+from fer_core.data.table import FACE  # noqa: E402
+from fer_core.labels import EMOTIONS  # noqa: E402
+
+
+def shape_kept(gray: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray | None:
+    """`crop.crop_face` with the grown box kept whole: edge-replicated padding instead of clipping."""
+    if box[2] <= 0 or box[3] <= 0:
+        return None
+    x, y, w, h = (int(v) for v in box)
+    mx, my = int(round(w * margin)), int(round(h * margin))
+    x0, y0, x1, y1 = x - mx, y - my, x + w + mx, y + h + my
+    height, width = gray.shape[:2]
+    if min(x1, width) - max(x0, 0) < 2 or min(y1, height) - max(y0, 0) < 2:
+        return None
+    pad = max(0, -x0, -y0, x1 - width, y1 - height)
+    padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else gray
+    return cv2.resize(padded[y0 + pad:y1 + pad, x0 + pad:x1 + pad], (FACE, FACE), interpolation=cv2.INTER_AREA)
+
+
+@contextlib.contextmanager
+def cropping(kind: str) -> Iterator[None]:
+    """Every crop made inside (`crop.crop_faces`, the evaluation's) is `kind`: clipped (as shipped) or shape-kept."""
+    original = crop.crop_face
+    crop.crop_face = original if kind == "clipped" else shape_kept
+    try:
+        yield
+    finally:
+        crop.crop_face = original
+
+
+MARGIN = 0.10  # data.margin's default: what `fer analyze` and the evaluation grow boxes by
+
+
+def leaves_the_image(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:
+    """Whether the box, grown by MARGIN, reaches past the image (so the two crops differ)."""
+    x, y, w, h = box
+    mx, my = int(round(w * MARGIN)), int(round(h * MARGIN))
+    return crop.grow(box, MARGIN, shape[1], shape[0]) != (x - mx, y - my, x + w + mx, y + h + my)
+
+
+def video_faces(video: str, timeline: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each frame's gray image and the (frame, x, y, w, h) rows of the timeline."""
+    capture, frames = cv2.VideoCapture(video), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    with open(timeline, newline="") as f:
+        rows = [[int(r[k]) for k in ("frame", "x", "y", "w", "h")] for r in csv.DictReader(f)]
+    return frames, np.asarray(rows, np.int64).reshape(-1, 5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=str(baseline.model_path()))
+    ap.add_argument("--video")
+    ap.add_argument("--timeline", help="a `fer analyze` timeline.csv of --video (its boxes)")
+    ap.add_argument("--expw", help="ExpW-format data for the end-to-end measurement")
+    ap.add_argument("--dataset", help="with --expw: a dataset version folder whose test split names the images")
+    args = ap.parse_args()
+    clf = Classifier.from_file(args.model)
+    for kind in ("clipped", "shape_kept"):
+        with cropping(kind):
+            if args.video and args.timeline:
+                frames, rows = video_faces(args.video, args.timeline)
+                faces = np.stack([crop.crop_faces(frames[f], np.array([box]), MARGIN)[0] for f, *box in rows])
+                cut = sum(leaves_the_image(tuple(box), frames[f].shape) for f, *box in rows)
+                probs = clf.predict(faces)
+                print(json.dumps({"measure": "video", "crop": kind, "faces": len(rows), "cut_by_the_frame": cut,
+                                  "answers": dict(Counter(EMOTIONS[i] for i in probs.argmax(1)).most_common()),
+                                  "mean_probability": {e: round(float(p), 4) for e, p in
+                                                       zip(EMOTIONS, probs.mean(0), strict=True)}}), flush=True)
+            if args.expw and args.dataset:
+                result = evaluate.through_detector(clf, args.expw, images=dataset.expw_images(args.dataset),
+                                                    margin=MARGIN, labelled_margin=MARGIN)
+                print(json.dumps({"measure": "expw_through_detector", "crop": kind,
+                                  **{k: result[k] for k in ("accuracy", "detection_recall", "accuracy_on_found",
+                                                            "accuracy_on_found_labelled_crop")}}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
