@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from fer_core import baseline, crop, evaluate  # noqa: E402
 from fer_core.classify import Classifier  # noqa: E402
-from fer_core.data import dataset  # noqa: E402
+from fer_core.data import dataset, expw  # noqa: E402
 from fer_core.data.table import FACE  # noqa: E402
 from fer_core.labels import EMOTIONS  # noqa: E402
 
@@ -76,6 +76,29 @@ def leaves_the_image(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> 
     return crop.grow(box, MARGIN, shape[1], shape[0]) != (x - mx, y - my, x + w + mx, y + h + my)
 
 
+def labelled_leaving(root: str, images: set[str] | None, clf: Classifier | None = None) -> dict[str, int]:
+    """How many of the labelled ExpW faces (of these images; all when None) leave their image once grown, and
+    with `clf`, how many of those it answers differently from the two crops and gets right from each."""
+    n, y, clipped, kept = 0, [], [], []
+    for name, faces in evaluate.labelled_faces(root, images).items():
+        image = cv2.imread(str(Path(root) / expw.IMAGES / name), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            continue
+        for b in faces:
+            n += 1
+            box = (b.left, b.top, b.right - b.left, b.bottom - b.top)
+            if leaves_the_image(box, image.shape):
+                y.append(b.label)
+                clipped.append(crop.crop_face(image, box, MARGIN))
+                kept.append(shape_kept(image, box, MARGIN))
+    out = {"labelled_faces": n, "leaving_their_image": len(y)}
+    if clf is not None and y:
+        a, b = clf.predict(np.stack(clipped)).argmax(1), clf.predict(np.stack(kept)).argmax(1)
+        out |= {"answers_changed": int((a != b).sum()), "right_clipped": int((a == np.asarray(y)).sum()),
+                "right_shape_kept": int((b == np.asarray(y)).sum())}
+    return out
+
+
 def video_faces(video: str, timeline: str) -> tuple[list[np.ndarray], np.ndarray]:
     """Each frame's gray image and the (frame, x, y, w, h) rows of the timeline."""
     capture, frames = cv2.VideoCapture(video), []
@@ -98,6 +121,10 @@ def main() -> None:
     ap.add_argument("--dataset", help="with --expw: a dataset version folder whose test split names the images")
     args = ap.parse_args()
     clf = Classifier.from_file(args.model)
+    if args.expw and args.dataset:
+        test = dataset.expw_images(args.dataset)
+        print(json.dumps({"measure": "expw_boxes", "test_split": labelled_leaving(args.expw, test, clf),
+                          "all": labelled_leaving(args.expw, None)}), flush=True)
     for kind in ("clipped", "shape_kept"):
         with cropping(kind):
             if args.video and args.timeline:
