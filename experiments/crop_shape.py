@@ -40,13 +40,18 @@ from fer_core.data.table import FACE  # noqa: E402
 from fer_core.labels import EMOTIONS  # noqa: E402
 
 
+def grown(box: tuple[int, int, int, int], margin: float) -> tuple[int, int, int, int]:
+    """(x, y, w, h) grown by `margin` of its size on each side, not clipped: (x0, y0, x1, y1), as `crop.grow`."""
+    x, y, w, h = (int(v) for v in box)
+    mx, my = int(round(w * margin)), int(round(h * margin))
+    return x - mx, y - my, x + w + mx, y + h + my
+
+
 def shape_kept(gray: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray | None:
     """`crop.crop_face` with the grown box kept whole: edge-replicated padding instead of clipping."""
     if box[2] <= 0 or box[3] <= 0:
         return None
-    x, y, w, h = (int(v) for v in box)
-    mx, my = int(round(w * margin)), int(round(h * margin))
-    x0, y0, x1, y1 = x - mx, y - my, x + w + mx, y + h + my
+    x0, y0, x1, y1 = grown(box, margin)
     height, width = gray.shape[:2]
     if min(x1, width) - max(x0, 0) < 2 or min(y1, height) - max(y0, 0) < 2:
         return None
@@ -71,9 +76,7 @@ MARGIN = 0.10  # data.margin's default: what `fer analyze` and the evaluation gr
 
 def leaves_the_image(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:
     """Whether the box, grown by MARGIN, reaches past the image (so the two crops differ)."""
-    x, y, w, h = box
-    mx, my = int(round(w * MARGIN)), int(round(h * MARGIN))
-    return crop.grow(box, MARGIN, shape[1], shape[0]) != (x - mx, y - my, x + w + mx, y + h + my)
+    return crop.grow(box, MARGIN, shape[1], shape[0]) != grown(box, MARGIN)
 
 
 def labelled_leaving(root: str, images: set[str] | None, clf: Classifier | None = None) -> dict[str, int]:
@@ -121,14 +124,15 @@ def main() -> None:
     ap.add_argument("--dataset", help="with --expw: a dataset version folder whose test split names the images")
     args = ap.parse_args()
     clf = Classifier.from_file(args.model)
-    if args.expw and args.dataset:
-        test = dataset.expw_images(args.dataset)
+    video = video_faces(args.video, args.timeline) if args.video and args.timeline else None
+    test = dataset.expw_images(args.dataset) if args.expw and args.dataset else None
+    if test is not None:
         print(json.dumps({"measure": "expw_boxes", "test_split": labelled_leaving(args.expw, test, clf),
                           "all": labelled_leaving(args.expw, None)}), flush=True)
     for kind in ("clipped", "shape_kept"):
         with cropping(kind):
-            if args.video and args.timeline:
-                frames, rows = video_faces(args.video, args.timeline)
+            if video is not None:
+                frames, rows = video
                 faces = np.stack([crop.crop_faces(frames[f], np.array([box]), MARGIN)[0] for f, *box in rows])
                 cut = sum(leaves_the_image(tuple(box), frames[f].shape) for f, *box in rows)
                 probs = clf.predict(faces)
@@ -136,13 +140,11 @@ def main() -> None:
                                   "answers": dict(Counter(EMOTIONS[i] for i in probs.argmax(1)).most_common()),
                                   "mean_probability": {e: round(float(p), 4) for e, p in
                                                        zip(EMOTIONS, probs.mean(0), strict=True)}}), flush=True)
-            if args.expw and args.dataset:
-                result = evaluate.through_detector(clf, args.expw, images=dataset.expw_images(args.dataset),
-                                                    margin=MARGIN, labelled_margin=MARGIN)
+            if test is not None:
+                result = evaluate.through_detector(clf, args.expw, images=test, margin=MARGIN, labelled_margin=MARGIN)
                 print(json.dumps({"measure": "expw_through_detector", "crop": kind,
                                   **{k: result[k] for k in ("accuracy", "detection_recall", "accuracy_on_found",
                                                             "accuracy_on_found_labelled_crop")}}), flush=True)
-
 
 if __name__ == "__main__":
     main()
