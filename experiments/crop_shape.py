@@ -1,16 +1,18 @@
 """Squashed or shape-kept crops of faces that the frame cuts: what the classifier answers either way.
 
-`fer_core.crop` clips a grown box to the image and resizes what is left to 48x48, so a face at the frame's edge
-(a close-up, a face entering) reaches the classifier squashed. The alternative keeps the box's shape: the image is
-edge-replicated where the grown box leaves it, then the same resize. Two measurements, each with both crops:
+Until 2026-12-04 `fer_core.crop` clipped a grown box to the image and resized what was left to 48x48, so a face
+at the frame's edge (a close-up, a face entering) reached the classifier squashed. Now it keeps the box's shape:
+the image is edge-replicated where the grown box leaves it, then the same resize. This script measured the
+change and still compares the two. Two measurements, each with both crops:
 
 - a video's faces, from the boxes `fer analyze` wrote (`--timeline DIR/timeline.csv` with `--video`): the answers
   per frame and the mean probabilities;
 - ExpW end to end (`--expw ROOT --dataset DATASET_DIR`): `fer evaluate --through-detector` on that dataset's test
   images, as `evaluate.through_detector` computes it.
 
-Prints one JSON line per measurement and crop. Training crops through the same function, so adopting the
-shape-kept crop means a new dataset format and retrained networks (docs/EXPERIMENTS.md).
+Prints one JSON line per measurement and crop. Training crops through the same function, so the change came with
+a new dataset format (3) and the networks trained on format 2 see the new crop only in service
+(docs/EXPERIMENTS.md).
 
 Usage: python experiments/crop_shape.py [--model fer_core/assets/baseline.keras]
        [--video VIDEO --timeline DIR/timeline.csv] [--expw ../shared/data/expw --dataset DATASET_DIR]
@@ -40,31 +42,27 @@ from fer_core.data.table import FACE  # noqa: E402
 from fer_core.labels import EMOTIONS  # noqa: E402
 
 
-def grown(box: tuple[int, int, int, int], margin: float) -> tuple[int, int, int, int]:
-    """(x, y, w, h) grown by `margin` of its size on each side, not clipped: (x0, y0, x1, y1), as `crop.grow`."""
-    x, y, w, h = (int(v) for v in box)
-    mx, my = int(round(w * margin)), int(round(h * margin))
-    return x - mx, y - my, x + w + mx, y + h + my
-
-
-def shape_kept(gray: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray | None:
-    """`crop.crop_face` with the grown box kept whole: edge-replicated padding instead of clipping."""
+def clipped(gray: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray | None:
+    """`crop.crop_face` as it was until 2026-12-04: the grown box clipped to the image, then resized."""
     if box[2] <= 0 or box[3] <= 0:
         return None
-    x0, y0, x1, y1 = grown(box, margin)
     height, width = gray.shape[:2]
-    if min(x1, width) - max(x0, 0) < 2 or min(y1, height) - max(y0, 0) < 2:
+    x0, y0, x1, y1 = crop.grow(box, margin)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+    if x1 - x0 < 2 or y1 - y0 < 2:
         return None
-    pad = max(0, -x0, -y0, x1 - width, y1 - height)
-    padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else gray
-    return cv2.resize(padded[y0 + pad:y1 + pad, x0 + pad:x1 + pad], (FACE, FACE), interpolation=cv2.INTER_AREA)
+    return cv2.resize(gray[y0:y1, x0:x1], (FACE, FACE), interpolation=cv2.INTER_AREA)
+
+
+shape_kept = crop.crop_face  # the product's crop since 2026-12-04
 
 
 @contextlib.contextmanager
 def cropping(kind: str) -> Iterator[None]:
-    """Every crop made inside (`crop.crop_faces`, the evaluation's) is `kind`: clipped (as shipped) or shape-kept."""
+    """Every crop made inside (`crop.crop_faces`, the evaluation's) is `kind`: clipped (the old crop) or
+    shape-kept (the product's)."""
     original = crop.crop_face
-    crop.crop_face = original if kind == "clipped" else shape_kept
+    crop.crop_face = clipped if kind == "clipped" else shape_kept
     try:
         yield
     finally:
@@ -76,13 +74,14 @@ MARGIN = 0.10  # data.margin's default: what `fer analyze` and the evaluation gr
 
 def leaves_the_image(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:
     """Whether the box, grown by MARGIN, reaches past the image (so the two crops differ)."""
-    return crop.grow(box, MARGIN, shape[1], shape[0]) != grown(box, MARGIN)
+    x0, y0, x1, y1 = crop.grow(box, MARGIN)
+    return x0 < 0 or y0 < 0 or x1 > shape[1] or y1 > shape[0]
 
 
 def labelled_leaving(root: str, images: set[str] | None, clf: Classifier | None = None) -> dict[str, int]:
     """How many of the labelled ExpW faces (of these images; all when None) leave their image once grown, and
     with `clf`, how many of those it answers differently from the two crops and gets right from each."""
-    n, y, clipped, kept = 0, [], [], []
+    n, y, squashed, kept = 0, [], [], []
     for name, faces in evaluate.labelled_faces(root, images).items():
         image = cv2.imread(str(Path(root) / expw.IMAGES / name), cv2.IMREAD_GRAYSCALE)
         if image is None:
@@ -92,11 +91,11 @@ def labelled_leaving(root: str, images: set[str] | None, clf: Classifier | None 
             box = (b.left, b.top, b.right - b.left, b.bottom - b.top)
             if leaves_the_image(box, image.shape):
                 y.append(b.label)
-                clipped.append(crop.crop_face(image, box, MARGIN))
+                squashed.append(clipped(image, box, MARGIN))
                 kept.append(shape_kept(image, box, MARGIN))
     out = {"labelled_faces": n, "leaving_their_image": len(y)}
     if clf is not None and y:
-        a, b = clf.predict(np.stack(clipped)).argmax(1), clf.predict(np.stack(kept)).argmax(1)
+        a, b = clf.predict(np.stack(squashed)).argmax(1), clf.predict(np.stack(kept)).argmax(1)
         out |= {"answers_changed": int((a != b).sum()), "right_clipped": int((a == np.asarray(y)).sum()),
                 "right_shape_kept": int((b == np.asarray(y)).sum())}
     return out

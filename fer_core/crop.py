@@ -1,9 +1,13 @@
-"""The one way a face becomes classifier input: a box grown by a margin, clipped to the image, 48x48 gray.
+"""The one way a face becomes classifier input: a box grown by a margin, its shape kept, 48x48 gray.
 
 Training (ExpW's labelled boxes), `fer predict`, `fer analyze`, the evaluation through the detector and the
 realtime worker all crop here, with the same margin (`data.margin`), so that the classifier sees in service
 the geometry it was trained on. FER2013's faces come cropped already; the margin that makes Haar boxes
 look like them and like ExpW's grown boxes is measured by `bench/crop_skew.py` (docs/BENCHMARKS.md).
+
+Where the grown box leaves the image (a close-up, a face entering the frame) the image is edge-replicated
+rather than the box clipped: a clipped box resized to a square squashes the face, and the real face video's
+smile read as sad because of it (docs/EXPERIMENTS.md, "the crop's shape").
 """
 
 from __future__ import annotations
@@ -14,22 +18,27 @@ import numpy as np
 from fer_core.data.table import FACE
 
 
-def grow(box: tuple[int, int, int, int], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
-    """(x, y, w, h) grown by `margin` of its size on each side and clipped: (x0, y0, x1, y1)."""
+def grow(box: tuple[int, int, int, int], margin: float) -> tuple[int, int, int, int]:
+    """(x, y, w, h) grown by `margin` of its size on each side: (x0, y0, x1, y1), possibly past the image."""
     x, y, bw, bh = (int(v) for v in box)
     mx, my = int(round(bw * margin)), int(round(bh * margin))
-    return max(0, x - mx), max(0, y - my), min(width, x + bw + mx), min(height, y + bh + my)
+    return x - mx, y - my, x + bw + mx, y + bh + my
 
 
 def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray | None:
-    """One (x, y, w, h) box -> a 48x48 uint8 face (INTER_AREA); None when less than 2x2 pixels are left."""
+    """One (x, y, w, h) box -> a 48x48 uint8 face (INTER_AREA) of the whole grown box, the image's edge
+    pixels repeated where the box leaves it; None when less than 2x2 pixels of the image are inside."""
     if box[2] <= 0 or box[3] <= 0:
         return None
     h, w = gray.shape[:2]
-    x0, y0, x1, y1 = grow(box, margin, w, h)
-    if x1 - x0 < 2 or y1 - y0 < 2:
+    x0, y0, x1, y1 = grow(box, margin)
+    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if cx1 - cx0 < 2 or cy1 - cy0 < 2:
         return None
-    return cv2.resize(gray[y0:y1, x0:x1], (FACE, FACE), interpolation=cv2.INTER_AREA)
+    region = gray[cy0:cy1, cx0:cx1]
+    if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):  # pad only the region, not the frame: cheap in the worker
+        region = cv2.copyMakeBorder(region, cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1, cv2.BORDER_REPLICATE)
+    return cv2.resize(region, (FACE, FACE), interpolation=cv2.INTER_AREA)
 
 
 def crop_faces(gray: np.ndarray, boxes: np.ndarray, margin: float) -> np.ndarray:

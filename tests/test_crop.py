@@ -11,10 +11,29 @@ def _image() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (120, 160), dtype=np.uint8)
 
 
-def test_margin_grows_the_box_on_every_side_and_clips_to_the_image():
-    assert crop.grow((40, 30, 50, 40), 0.1, 160, 120) == (35, 26, 95, 74)
-    assert crop.grow((0, 0, 50, 40), 0.2, 160, 120) == (0, 0, 60, 48)  # clipped at the top-left corner
-    assert crop.grow((150, 110, 50, 40), 0.0, 160, 120) == (150, 110, 160, 120)
+def test_margin_grows_the_box_on_every_side_even_past_the_image():
+    assert crop.grow((40, 30, 50, 40), 0.1) == (35, 26, 95, 74)
+    assert crop.grow((0, 0, 50, 40), 0.2) == (-10, -8, 60, 48)  # not clipped: the crop pads instead
+
+
+def _extent(face: np.ndarray) -> float:
+    """Height over width of the bright ring in a crop."""
+    rows, cols = np.flatnonzero((face > 120).any(axis=1)), np.flatnonzero((face > 120).any(axis=0))
+    return (rows.max() - rows.min() + 1) / (cols.max() - cols.min() + 1)
+
+
+def test_a_face_the_frame_cuts_keeps_its_shape():
+    """A ring near the top of the image, its box grown past the edge: clipping the box and resizing squashes
+    the ring into an ellipse; the crop replicates the image's edge instead (the padded whole image's crop)."""
+    gray = np.full((120, 160), 40, np.uint8)
+    cv2.circle(gray, (30, 26), 16, 220, 2)
+    box = (10, 0, 40, 40)  # grown by 20%: (2, -8, 58, 48), eight rows above the image
+    face = crop.crop_face(gray, box, 0.2)
+    padded = cv2.copyMakeBorder(gray, 8, 0, 0, 0, cv2.BORDER_REPLICATE)
+    assert (face == cv2.resize(padded[0:56, 2:58], (48, 48), interpolation=cv2.INTER_AREA)).all()
+    assert abs(_extent(face) - 1) < 0.08  # round stays round
+    squashed = cv2.resize(gray[0:48, 2:58], (48, 48), interpolation=cv2.INTER_AREA)  # the crop before
+    assert _extent(squashed) > 1.12
 
 
 def test_crop_is_the_grown_region_resized_with_inter_area():
