@@ -6,6 +6,9 @@ also demands varied predictions. Over 40 seeds an untrained network never had mo
 2% of 1,000 PublicTest faces each; the shipped model has 6, none above 26%.
 """
 
+import csv
+from collections import Counter
+
 import keras
 import numpy as np
 import pytest
@@ -102,3 +105,21 @@ def test_calibration_reported_and_bounded(public, shipped):
     assert ece <= 0.05
     for t in (0.5, 2.0):  # the same answers, sharpened or flattened
         assert evaluate.expected_calibration_error(y, calibrate.tempered(probs, t)) > 0.05
+
+
+def test_a_smile_cut_by_the_frame_reads_happy(settings_factory, tmp_path):
+    """The real face video: one woman smiling at her phone, eyes down, her face touching the top of the frame in
+    all 115 frames. Through `fer analyze` (BlazeFace, the one crop) the shipped model must find her happier than
+    sad, on most frames and on average. With the crop before 2026-12-04, which squashed a face the frame cuts,
+    the same model read her sad on 69 frames, happy on 46 (docs/EXPERIMENTS.md, "the crop's shape")."""
+    helpers.require_shared(helpers.VIDEO)
+    from serving.analyze import analyze
+
+    summary = analyze(settings_factory(), str(helpers.VIDEO), str(tmp_path / "out"), str(baseline.model_path()))
+    with open(summary["outputs"]["timeline"]) as f:
+        answers = [row["emotion"] for row in csv.DictReader(f)]
+    counts = Counter(answers)
+    print(f"real face video, answers per frame: {dict(counts.most_common())}")
+    assert summary["frames"] == 115 and len(answers) == 115  # one face a frame, every frame
+    assert counts["happy"] > len(answers) / 2 and summary["dominant"] == "happy"
+    assert summary["mean_probability"]["happy"] > summary["mean_probability"]["sad"] + 0.03
