@@ -322,6 +322,8 @@ def test_bench_realtime_reports_speed_and_faces_kept(video, tiny_model_path, tmp
     assert out["scans"]["cut"] == 0 and out["scans"]["periodic"] >= 2  # the real video has no cut
     assert out["reference_faces"] > 100 and out["kept"] >= 0.95 and out["extra"] <= 0.05 * out["reference_faces"]
     assert out["fps"] > 0 and 0 < out["p50_ms"] <= out["p95_ms"] and out["naive_fps"] > 0
+    stages = out["stage_mean_ms"]  # a part of each frame's time, so together under the frame's mean
+    assert stages["detect"] > 0 and stages["classify"] > 0 and sum(stages.values()) < 1000 / out["fps"]
 
 
 @pytest.mark.slow
