@@ -473,7 +473,7 @@ def add_serve(sub) -> None:
     p.add_argument("--detector", default="track", choices=FRAME_DETECTORS,
                    help="track (default): Haar re-scans around known faces; full: Haar scans every frame; "
                         "blazeface: the learned detector on every frame (see README)")
-    p.add_argument("--no-hold", action="store_true", help="track mode: scan steady faces on every frame too")
+    p.add_argument("--no-hold", action="store_true", help="track mode: scan and classify steady faces on every frame too")
     p.set_defaults(func=cmd_serve)
 
 
@@ -532,7 +532,7 @@ def add_bench(sub) -> None:
     p.add_argument("--model", help="model URI or .keras file (default: champion)")
     p.add_argument("--detector", default="track", choices=FRAME_DETECTORS)
     p.add_argument("--scan-every", type=int, default=48, help="track mode: a full Haar scan every N frames")
-    p.add_argument("--no-hold", action="store_true", help="track mode: scan steady faces on every frame too")
+    p.add_argument("--no-hold", action="store_true", help="track mode: scan and classify steady faces on every frame too")
     p.add_argument("--naive-frames", type=int, default=40, help="frames for the seed's naive loop (0 skips it)")
     p.set_defaults(func=cmd_bench_realtime)
 

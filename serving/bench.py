@@ -76,6 +76,7 @@ def realtime(settings: Settings, video: str, model_uri: str, detector: str = "fu
     return {"video": video, "detector": detector, "scan_every": scan_every if detector == "track" else None,
             "hold": hold if detector == "track" else None,
             "scans": dict(worker.pipeline.finder.scans) if detector == "track" else None,  # discovery scans by cause
+            "held_answers": worker.pipeline.held_answers,  # faces that kept last frame's box and answer (hold)
             "frames": run["frames"], "fps": run["fps"],
             "p50_ms": run["p50_ms"], "p95_ms": run["p95_ms"], "faces": run["faces"],
             # where a frame's time goes: finding faces and classifying them (the rest of 1000/fps is decoding,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench.cut_video import write_cut_video
-from fer_core import detect
+from fer_core import crop, detect
 from serving.pipeline import FaceFinder
 from tests import helpers
 
@@ -227,3 +227,54 @@ def test_turned_scans_find_a_tilted_face_where_it_is():
     found = boxes[0][:2] + boxes[0][2:] / 2
     assert np.abs(found - centre).max() <= 0.15 * face[2]
     assert 0.7 <= boxes[0][2] / face[2] <= 1.4
+
+
+class _Counting:
+    """A real classifier that counts the faces it is asked about."""
+
+    def __init__(self, classifier):
+        self.classifier, self.faces = classifier, 0
+
+    def predict(self, faces):
+        self.faces += len(faces)
+        return self.classifier.predict(faces)
+
+
+def test_a_held_face_keeps_last_frames_answer_until_the_model_changes(tiny_model_path):
+    """With `hold`, a steady face is neither scanned nor classified every other frame: its box and its emotions
+    are last frame's (the face moves a pixel a frame, so a fresh answer would differ). The classifier is asked
+    about the other faces only; after a model swap, every face is classified anew."""
+    from types import SimpleNamespace
+
+    from fer_core.classify import Classifier
+    from serving.pipeline import FramePipeline
+
+    real = Classifier.from_file(tiny_model_path)
+    holder = SimpleNamespace(classifier=_Counting(real))
+    pipeline = FramePipeline(FaceFinder("track", scan_every=4, hold=True, cut_change=float("inf")), holder)
+    frames = [cv2.cvtColor(_photo_frame(x=100 + i), cv2.COLOR_GRAY2BGR) for i in range(24)]
+    results, held = [], []
+    for i, frame in enumerate(frames[:20]):
+        results.append(pipeline.process(i, i / 25, frame))
+        held.append(pipeline.finder.held(len(results[-1].detections)))
+    faces = sum(len(r.detections) for r in results)
+    n_held = sum(int(h.sum()) for h in held)
+    assert n_held >= 6 and pipeline.held_answers == n_held and holder.classifier.faces == faces - n_held
+    for i in range(1, 20):
+        now, before = results[i].detections, results[i - 1].detections
+        for j in np.flatnonzero(held[i]):
+            same = (before.boxes == now.boxes[j]).all(axis=1)
+            assert same.any() and np.array_equal(now.probs[j], before.probs[same][0])
+        fresh = ~held[i]
+        if fresh.any():  # classified now: this frame's pixels, not last frame's answer
+            gray = cv2.cvtColor(frames[i], cv2.COLOR_BGR2GRAY)
+            expected = real.predict(crop.crop_faces(gray, now.boxes[fresh], 0.10))
+            assert np.allclose(now.probs[fresh], expected, atol=1e-6)
+    held_after_swap = 0
+    for i, frame in enumerate(frames[20:], start=20):  # a new model object before each frame: nothing held over
+        holder.classifier = swapped = _Counting(real)
+        result = pipeline.process(i, i / 25, frame)
+        held_after_swap += int(pipeline.finder.held(len(result.detections)).sum())
+        assert swapped.faces == len(result.detections) > 0
+    assert held_after_swap >= 1  # the finder held a face on one of those frames, and it was classified anyway
+    pipeline.finder.close()
