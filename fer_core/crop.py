@@ -7,7 +7,7 @@ look like them and like ExpW's grown boxes is measured by `bench/crop_skew.py` (
 
 Where the grown box leaves the image (a close-up, a face entering the frame) the image is edge-replicated
 rather than the box clipped: a clipped box resized to a square squashes the face, and the real face video's
-smile read as sad because of it (docs/EXPERIMENTS.md, "the crop's shape").
+smile read as sad because of it (docs/EXPERIMENTS.md, "The crop's shape, adopted").
 """
 
 from __future__ import annotations

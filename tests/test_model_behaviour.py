@@ -111,7 +111,7 @@ def test_a_smile_cut_by_the_frame_reads_happy(settings_factory, tmp_path):
     """The real face video: one woman smiling at her phone, eyes down, her face touching the top of the frame in
     all 115 frames. Through `fer analyze` (BlazeFace, the one crop) the shipped model must find her happier than
     sad, on most frames and on average. With the crop before 2026-12-04, which squashed a face the frame cuts,
-    the same model read her sad on 69 frames, happy on 46 (docs/EXPERIMENTS.md, "the crop's shape")."""
+    the same model read her sad on 69 frames, happy on 46 (docs/EXPERIMENTS.md, "The crop's shape, adopted")."""
     helpers.require_shared(helpers.VIDEO)
     from serving.analyze import analyze
 
