@@ -40,6 +40,9 @@ def keras_to_tflite(model, quantize: str = "float", representative: np.ndarray |
         raise ValueError("int8 quantization needs representative faces (uint8, N x 48 x 48)")
     # The converter prints a summary of every captured tensor (over a hundred lines) to stdout, which belongs
     # to our JSON output: it goes to the debug log instead.
+    from fer_core import models
+
+    model = models.with_batched_flip(model)  # a flip wrapper saved by earlier code: one pass, the same answers
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -53,13 +56,23 @@ def keras_to_tflite(model, quantize: str = "float", representative: np.ndarray |
 
 
 def file_digest(path: str | Path) -> str:
-    """The content hash that ties a TFLite form to its `.keras` file."""
+    """A file's content hash (16 hex digits)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+# Bumped whenever `keras_to_tflite` makes a different graph of the same model, so that forms cached by earlier
+# code are converted again. 2: a flip wrapper runs the faces and their mirrors as one batch.
+TFLITE_FORM = 2
+
+
+def form_digest(path: str | Path) -> str:
+    """What ties a TFLite form to its `.keras` file: the file's content hash and the conversion's version."""
+    return f"{file_digest(path)}-form{TFLITE_FORM}"
+
+
 def _write_pair(target: Path, content: bytes, digest: str) -> None:
-    """A TFLite form and the digest of its `.keras` file: each whole or absent, the digest last, so a torn
-    pair is converted again."""
+    """A TFLite form and the `form_digest` of its `.keras` file: each whole or absent, the digest last, so a
+    torn pair is converted again."""
     from fer_core import storage
 
     storage.write_bytes(str(target), content)
@@ -68,10 +81,10 @@ def _write_pair(target: Path, content: bytes, digest: str) -> None:
 
 def save_beside(keras_path: str | Path, content: bytes) -> Path:
     """Write a `.keras` file's TFLite form beside it (NAME.tflite and NAME.sha), where `tflite_form` finds
-    it instead of converting."""
+    it instead of converting (while the file and `TFLITE_FORM` are unchanged)."""
     keras_path = Path(keras_path)
     target = keras_path.with_suffix(".tflite")
-    _write_pair(target, content, file_digest(keras_path))
+    _write_pair(target, content, form_digest(keras_path))
     return target
 
 
@@ -81,7 +94,7 @@ def tflite_form(path: str | Path, cache_dir: str | Path | None = None) -> bytes:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    digest = file_digest(path)
+    digest = form_digest(path)
     cached = Path(cache_dir) / f"{digest}.tflite" if cache_dir else None
     for candidate in (cached, path.with_suffix(".tflite")):
         if candidate is not None and candidate.is_file() and candidate.with_suffix(".sha").is_file() \

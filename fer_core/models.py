@@ -131,10 +131,28 @@ def build(name: str, *, width: int = 28, dropout: float = 0.3, input_size: int =
 
 @keras.saving.register_keras_serializable(package="fer")
 class MirrorFaces(layers.Layer):
-    """(N, 48, 48) faces mirrored left to right."""
+    """(N, 48, 48) faces mirrored left to right (the flip wrapper of models saved before 2026-12-04 calls its
+    model on these separately; `with_batched_flip` rebuilds such a wrapper)."""
 
     def call(self, faces):
         return keras.ops.flip(faces, axis=2)
+
+
+@keras.saving.register_keras_serializable(package="fer")
+class WithMirrors(layers.Layer):
+    """(N, 48, 48) faces -> (2N, 48, 48): the faces, then their mirror images (one batch, one pass)."""
+
+    def call(self, faces):
+        return keras.ops.concatenate([faces, keras.ops.flip(faces, axis=2)], axis=0)
+
+
+@keras.saving.register_keras_serializable(package="fer")
+class AverageHalves(layers.Layer):
+    """(2N, C) -> (N, C): each face's probabilities averaged with its mirror image's (`WithMirrors`' order)."""
+
+    def call(self, probs):
+        n = keras.ops.shape(probs)[0] // 2
+        return (probs[:n] + probs[n:]) / 2
 
 
 def with_flip_average(model: keras.Model) -> keras.Model:
@@ -142,12 +160,26 @@ def with_flip_average(model: keras.Model) -> keras.Model:
 
     Test-time averaging over a horizontal flip (expressions are nearly symmetric; training flips too):
     twice the compute for a steadier answer, and every consumer (evaluation, TFLite, the worker) gets it
-    without knowing. The wrapper has no weights of its own, so its weights are the model's.
+    without knowing. The faces and their mirrors go through the model as one batch: half the operations of
+    two passes, which is what one face's latency is made of (docs/BENCHMARKS.md). The wrapper has no weights
+    of its own, so its weights are the model's.
     """
     inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
-    mirrored = MirrorFaces(name="mirror")(inputs)
-    outputs = layers.Average(name="flip_average")([model(inputs), model(mirrored)])
+    outputs = AverageHalves(name="flip_average")(model(WithMirrors(name="mirror")(inputs)))
     return keras.Model(inputs, outputs, name=f"{model.name}{FLIPPED}")
+
+
+def with_batched_flip(model: keras.Model) -> keras.Model:
+    """`model` with a flip wrapper of the earlier form (the model called on the faces and on their mirrors
+    apart) rebuilt as `with_flip_average` builds it now, its temperature kept: the same answers, one pass.
+    Any other model is returned as it is."""
+    temperature = temperature_of(model)
+    flipped = without_temperature(model)
+    inner = _inner(flipped, (FLIPPED,))
+    if inner is None or not any(isinstance(layer, MirrorFaces) for layer in flipped.layers):
+        return model
+    rebuilt = with_flip_average(inner)
+    return rebuilt if temperature is None else with_temperature(rebuilt, temperature)
 
 
 def ensemble(members: list[keras.Model]) -> keras.Model:

@@ -31,10 +31,10 @@ def test_the_shipped_tflite_is_the_shipped_keras_model():
     """baseline.tflite, read instead of converting (~15 s), is a conversion of baseline.keras as shipped now:
     its digest names this baseline.keras and both give the same probabilities."""
     from fer_core import models
-    from fer_core.classify import Classifier, file_digest, keras_to_tflite
+    from fer_core.classify import Classifier, form_digest, keras_to_tflite
 
     keras_file = baseline.model_path()
-    assert keras_file.with_suffix(".sha").read_text() == file_digest(keras_file)
+    assert keras_file.with_suffix(".sha").read_text() == form_digest(keras_file)
     shipped = Classifier.from_file(keras_file)
     assert shipped.tflite == baseline.asset("baseline.tflite").read_bytes()
     fresh = Classifier(keras_to_tflite(models.load(str(keras_file))))

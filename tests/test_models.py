@@ -150,6 +150,34 @@ def test_flip_average_is_the_mean_over_the_mirror_image(tiny_model_path, tmp_pat
     assert np.allclose(Classifier.from_keras(saved).predict(mirrored), calibrated, atol=1e-4)
 
 
+def _convolutions(content: bytes) -> int:
+    import tensorflow as tf
+
+    return sum(op["op_name"] == "CONV_2D" for op in tf.lite.Interpreter(model_content=content)._get_ops_details())
+
+
+def test_a_flip_wrapper_of_the_earlier_form_converts_to_one_pass(tiny_model_path):
+    """Models saved before 2026-12-04 call their network on the faces and on the mirrors apart (twice the
+    operations); `with_batched_flip` rebuilds that as one batch with the same answers and temperature, and the
+    TFLite conversion does so, so a flip-averaged model has the plain network's convolutions, once."""
+    saved = models.load(str(tiny_model_path))
+    plain = models.unwrap(saved)
+    inputs = keras.Input(shape=(48, 48), dtype="uint8", name="face")
+    earlier = keras.Model(inputs, keras.layers.Average()([plain(inputs), plain(models.MirrorFaces()(inputs))]),
+                          name=f"compact{models.FLIPPED}")
+    earlier = models.with_temperature(earlier, 1.3)
+    rebuilt = models.with_batched_flip(earlier)
+    assert models.temperature_of(rebuilt) == 1.3
+    assert any(isinstance(layer, models.WithMirrors) for layer in models.without_temperature(rebuilt).layers)
+    assert models.with_batched_flip(saved) is saved and models.with_batched_flip(plain) is plain  # nothing to do
+    faces = np.random.default_rng(5).integers(0, 256, (16, 48, 48), dtype=np.uint8)
+    expected = earlier.predict(faces, verbose=0)
+    assert np.allclose(rebuilt.predict(faces, verbose=0), expected, atol=1e-6)
+    content = keras_to_tflite(earlier)
+    assert _convolutions(content) == _convolutions(keras_to_tflite(plain)) > 0
+    assert np.allclose(Classifier(content).predict(faces), expected, atol=1e-4)
+
+
 def test_temperature_fit_recovers_a_known_miscalibration():
     """Labels drawn from softmax(z / 2.5) while the model says softmax(z): the model is over-confident by a
     temperature of 2.5, and the fit finds it; a calibrated model gets about 1; the ECE falls."""
