@@ -22,8 +22,9 @@ from fer_core.data.table import FACE
 from fer_core.labels import EMOTIONS, NUM_CLASSES
 
 log = logging.getLogger(__name__)
-BUCKETS = (1, 2, 4, 8, 16)  # fixed batch sizes (larger batches ran slower: 16 faces fit the cache); a batch
-# runs in the smallest bucket that holds it, a longer one in chunks of 16
+BUCKETS = (1, 2, 4, 8)  # fixed batch sizes; a batch runs in the smallest bucket that holds it, a longer one in
+# chunks of 8. Larger batches ran slower: 16 network inputs fit the cache, and a flip-averaged model sends each
+# face and its mirror, so 8 faces in are 16 through each network (docs/BENCHMARKS.md, "Flip averaging as one batch")
 
 
 QUANTIZE = ("float", "dynamic", "int8")
