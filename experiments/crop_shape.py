@@ -44,14 +44,8 @@ from fer_core.labels import EMOTIONS  # noqa: E402
 
 def clipped(gray: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray | None:
     """`crop.crop_face` as it was until 2026-12-04: the grown box clipped to the image, then resized."""
-    if box[2] <= 0 or box[3] <= 0:
-        return None
-    height, width = gray.shape[:2]
-    x0, y0, x1, y1 = crop.grow(box, margin)
-    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return None
-    return cv2.resize(gray[y0:y1, x0:x1], (FACE, FACE), interpolation=cv2.INTER_AREA)
+    found = crop.inside(gray, box, margin)
+    return None if found is None else cv2.resize(found[0], (FACE, FACE), interpolation=cv2.INTER_AREA)
 
 
 shape_kept = crop.crop_face  # the product's crop since 2026-12-04

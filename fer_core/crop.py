@@ -25,9 +25,10 @@ def grow(box: tuple[int, int, int, int], margin: float) -> tuple[int, int, int, 
     return x - mx, y - my, x + bw + mx, y + bh + my
 
 
-def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray | None:
-    """One (x, y, w, h) box -> a 48x48 uint8 face (INTER_AREA) of the whole grown box, the image's edge
-    pixels repeated where the box leaves it; None when less than 2x2 pixels of the image are inside."""
+def inside(gray: np.ndarray, box: tuple[int, int, int, int], margin: float
+           ) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """The part of the grown box inside the image, and how far the grown box reaches past each edge (top,
+    bottom, left, right); None for an empty box or one with less than 2x2 pixels of the image inside."""
     if box[2] <= 0 or box[3] <= 0:
         return None
     h, w = gray.shape[:2]
@@ -35,9 +36,18 @@ def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float) -
     cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
     if cx1 - cx0 < 2 or cy1 - cy0 < 2:
         return None
-    region = gray[cy0:cy1, cx0:cx1]
-    if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):  # pad only the region, not the frame: cheap in the worker
-        region = cv2.copyMakeBorder(region, cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1, cv2.BORDER_REPLICATE)
+    return gray[cy0:cy1, cx0:cx1], (cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1)
+
+
+def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float) -> np.ndarray | None:
+    """One (x, y, w, h) box -> a 48x48 uint8 face (INTER_AREA) of the whole grown box, the image's edge
+    pixels repeated where the box leaves it; None when less than 2x2 pixels of the image are inside."""
+    found = inside(gray, box, margin)
+    if found is None:
+        return None
+    region, past = found
+    if any(past):  # pad only the region, not the frame: cheap in the worker
+        region = cv2.copyMakeBorder(region, *past, cv2.BORDER_REPLICATE)
     return cv2.resize(region, (FACE, FACE), interpolation=cv2.INTER_AREA)
 
 
