@@ -39,7 +39,9 @@ def main() -> None:
     pipeline = FramePipeline(FaceFinder("track", hold=True), SimpleNamespace(classifier=clf), args.margin)
     source = FileSource(args.video)
     held_probs, fresh_probs = [], []
-    per_second: dict[int, list[np.ndarray]] = defaultdict(list)  # second -> (served, fresh) probabilities
+    served_sum: dict[int, np.ndarray] = defaultdict(lambda: np.zeros(7))  # per second: served probabilities summed
+    fresh_sum: dict[int, np.ndarray] = defaultdict(lambda: np.zeros(7))  # the same faces, all classified fresh
+    faces_in: dict[int, int] = defaultdict(int)
     frames = 0
     try:
         while (frame := source.read()) is not None:
@@ -52,18 +54,17 @@ def main() -> None:
                 fresh[held] = clf.predict(crop.crop_faces(gray, boxes[held], args.margin))
                 held_probs.append(probs[held])
                 fresh_probs.append(fresh[held])
-            per_second[int(frame.timestamp)].append(np.stack([probs.sum(0), fresh.sum(0), [len(boxes)] * 7]))
+            second = int(frame.timestamp)
+            served_sum[second] += probs.sum(0)
+            fresh_sum[second] += fresh.sum(0)
+            faces_in[second] += len(boxes)
             frames += 1
     finally:
         source.close()
         pipeline.finder.close()
     held_p = np.concatenate(held_probs) if held_probs else np.zeros((0, 7))
     fresh_p = np.concatenate(fresh_probs) if fresh_probs else np.zeros((0, 7))
-    worst = 0.0
-    for rows in per_second.values():
-        served, fresh, n = np.sum(rows, axis=0)
-        if n[0]:
-            worst = max(worst, float(np.abs(served - fresh).max() / n[0]))
+    worst = max((float(np.abs(served_sum[s] - fresh_sum[s]).max()) / n for s, n in faces_in.items() if n), default=0.0)
     print(json.dumps({"video": args.video, "model": args.model, "frames": frames, "face_ids": pipeline.tracks.next_id,
                       "held_answers": len(held_p), "held_answers_reported": pipeline.held_answers,
                       "same_top_emotion": round(float((held_p.argmax(1) == fresh_p.argmax(1)).mean()), 4)
