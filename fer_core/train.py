@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from fer_core import models
+from fer_core import batchnorm, models
 from fer_core.augment import build_augmenter
 from fer_core.balance import weight_sources
 from fer_core.calibrate import calibrate
@@ -166,12 +166,16 @@ def warm_start(model: keras.Model, path: str) -> None:
 
 
 def finish(model: keras.Model, settings: Settings, val: tuple[np.ndarray, np.ndarray],
-           val_sources: np.ndarray | None = None) -> tuple[keras.Model, dict]:
-    """The trained network as it is served: without training state, flip-averaged (`train.flip_average`),
-    then calibrated on the validation split, each source weighing the same (`train.calibrate`); the
-    calibration's figures for the run."""
+           val_sources: np.ndarray | None = None, train_faces: np.ndarray | None = None) -> tuple[keras.Model, dict]:
+    """The trained network as it is served: without training state, its batch-norm statistics re-estimated
+    on clean training faces (`train.bn_refresh_faces`), flip-averaged (`train.flip_average`), then calibrated
+    on the validation split, each source weighing the same (`train.calibrate`); the calibration's figures
+    for the run."""
     t = settings.train
     model = models.without_optimizer(model)
+    if t.bn_refresh_faces and train_faces is not None and len(train_faces):
+        pick = np.random.default_rng(t.seed).permutation(len(train_faces))[:t.bn_refresh_faces]
+        batchnorm.refresh(model, train_faces[np.sort(pick)], mirrors=t.flip_average, seed=t.seed)
     if t.flip_average:
         model = models.with_flip_average(model)
     if not t.calibrate or not len(val[1]):
@@ -181,15 +185,17 @@ def finish(model: keras.Model, settings: Settings, val: tuple[np.ndarray, np.nda
 
 
 def assemble(settings: Settings, run_dir: Path, val: tuple[np.ndarray, np.ndarray],
-             val_sources: np.ndarray | None = None) -> TrainResult:
+             val_sources: np.ndarray | None = None, train_faces: np.ndarray | None = None) -> TrainResult:
     """`train.model=ensemble`: the trained `train.members` averaged into one model; no training happens
-    (the ensemble's temperature is fitted on the validation split: averaging makes it under-confident)."""
+    but `finish`: each member's batch-norm statistics re-estimated on this dataset's clean training faces,
+    the ensemble's temperature fitted on the validation split (averaging makes it under-confident)."""
     t = settings.train
     missing = [m for m in t.members if not Path(m).is_file()]
     if len(t.members) < 2 or missing:
         raise ValueError("train.model=ensemble needs train.members: at least 2 .keras files"
                          + (f"; not found: {', '.join(missing)}" if missing else f", got {len(t.members)}"))
-    model, calibration = finish(models.ensemble([models.load(m) for m in t.members]), settings, val, val_sources)
+    model, calibration = finish(models.ensemble([models.load(m) for m in t.members]), settings, val, val_sources,
+                                train_faces)
     model_path = run_dir / MODEL_FILE
     model.save(model_path)
     log.info("ensemble of %d members saved to %s", len(t.members), model_path)
@@ -207,7 +213,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if t.model == models.ENSEMBLE:
-        return assemble(settings, run_dir, splits["val"], (sources or {}).get("val"))
+        return assemble(settings, run_dir, splits["val"], (sources or {}).get("val"), splits["train"][0])
     keras.utils.set_random_seed(t.seed)
     if t.threads:
         import tensorflow as tf
@@ -276,7 +282,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     best = run_dir / "best.keras"
     if best.is_file():  # EarlyStopping restores the best weights only when it stops early
         model.set_weights(models.load(str(best)).get_weights())
-    model, calibration = finish(model, settings, (x_val, y_val), (sources or {}).get("val"))
+    model, calibration = finish(model, settings, (x_val, y_val), (sources or {}).get("val"), splits["train"][0])
     model_path = run_dir / MODEL_FILE
     model.save(model_path)
     images = min(batches * t.batch_size, epochs_run * len(x_train))  # the last batch of an epoch may be short
