@@ -1,11 +1,13 @@
 """What re-estimating batch-norm statistics on clean training faces (`fer_core.batchnorm.refresh`) does to
 trained networks: each network as saved, then refreshed on the training split's faces alone, on the faces and
 their mirrors (what `fer train` does), and on a seeded sample of `--sample` faces and mirrors (the default
-cap, `train.bn_refresh_faces`). Scored flip-averaged on the validation split and the held-out sets; prints one
+cap, `train.bn_refresh_faces`); with `--by-source`, also on each source's training faces alone (statistics of
+the in-the-wild domain only, "AdaBN", and of FER2013 only). Scored flip-averaged on the validation split and the held-out sets; prints one
 JSON line a variant. `--save-dir DIR` writes each network refreshed as `fer train` would (DIR/NAME.keras), for
 `experiments/ensemble_screen.py`.
 
-Usage: python experiments/precise_bn.py --dataset DATASET_DIR [--sample 16384] [--save-dir DIR] NAME=FILE.keras ...
+Usage: python experiments/precise_bn.py --dataset DATASET_DIR [--sample 16384] [--by-source] [--save-dir DIR]
+       NAME=FILE.keras ...
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def main() -> None:
     ap.add_argument("--dataset", required=True, help="a dataset version folder (its training split refreshes)")
     ap.add_argument("--sample", type=int, default=16384, help="faces drawn (seeded) for the sampled variant")
     ap.add_argument("--save-dir", help="write each network refreshed on the sample (faces and mirrors) here")
+    ap.add_argument("--by-source", action="store_true", help="also refresh on each source's faces alone")
     ap.add_argument("networks", nargs="+", help="NAME=FILE.keras")
     args = ap.parse_args()
     data = dataset.load(args.dataset)
@@ -51,6 +54,9 @@ def main() -> None:
     train = data.splits["train"][0]
     sample = train[np.sort(np.random.default_rng(0).permutation(len(train))[:args.sample])]
     variants = {"faces": (train, False), "faces+mirrors": (train, True), f"sample{len(sample)}+mirrors": (sample, True)}
+    if args.by_source:
+        sources = data.sources["train"]
+        variants |= {f"{source} only+mirrors": (train[sources == source], True) for source in np.unique(sources)}
     for item in args.networks:
         name, path = item.split("=", 1)
         print(json.dumps({"network": name, "bn": "as saved", **score(network(path), sets)}), flush=True)
