@@ -57,6 +57,12 @@ def end_to_end_section(e: dict[str, Any]) -> list[str]:
             f"end to end **{e['accuracy']:.4f}**"]
 
 
+def bn_refresh_line(done: dict[str, Any]) -> str:
+    mirrors = " and their mirror images" if done.get("mirrors") else ""
+    return (f"- batch-norm statistics of its {done['layers']} layers re-estimated on {done['faces']:,} clean training "
+            f"faces{mirrors} (training kept them on augmented batches; fer_core.batchnorm)")
+
+
 def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[str, dict[str, Any]],
                speed: dict[str, float], commit: str, end_to_end: dict[str, Any] | None = None) -> str:
     t = settings.train
@@ -80,6 +86,7 @@ def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[s
         *([f"- warm start from `{t.init_from}` (its own training is described with it)"] if t.init_from else []),
         *([f"- distilled from `{t.teacher}`: targets {t.distill_alpha} x label + {1 - t.distill_alpha:g} x its "
            "probabilities (fer_core.distill)"] if t.teacher else []),
+        *([bn_refresh_line(tr.extra["bn_refresh"])] if tr.extra.get("bn_refresh") else []),
         *(["- saved with horizontal-flip averaging: each face is classified with its mirror image"]
           if t.flip_average else []),
         *([calibration_line(tr.extra["calibration"])] if tr.extra.get("calibration") else []),

@@ -120,8 +120,9 @@ class TrainSettings(_Section):
     # 0.056 -> 0.041 on the test split, 0.055 -> 0.037 on PublicTest; docs/EXPERIMENTS.md); no prediction changes.
     calibrate: bool = True
     # Re-estimate the batch-norm statistics on this many clean training faces (a seeded sample) and their
-    # mirrors before saving (fer_core.batchnorm): training kept them on augmented batches. +0.5-0.9 points of
-    # test accuracy for the shipped networks, nothing per face (docs/EXPERIMENTS.md). 0 keeps them as trained.
+    # mirrors before saving (fer_core.batchnorm): training kept them on augmented batches. +0.9-1.4 points of
+    # validation and +0.3-0.7 of test accuracy for three trained networks, nothing per face (docs/EXPERIMENTS.md).
+    # 0 keeps them as trained.
     bn_refresh_faces: int = Field(16384, ge=0)
     init_from: str = ""  # warm start: a .keras model of the same architecture whose weights training starts from
     # Distillation (fer_core.distill): a .keras model (e.g. the analysis ensemble) whose probabilities on the

@@ -175,7 +175,9 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
         metrics.update(speed)
         metrics.update({"train_seconds": tr.seconds, "epochs_run": tr.epochs_run, "params": tr.params,
                         "train_images_per_s": tr.images_per_second,
-                        "train_images_seen": tr.extra.get("images_seen", 0), **tr.extra.get("calibration", {}),
+                        "train_images_seen": tr.extra.get("images_seen", 0),
+                        "bn_refresh_faces": tr.extra.get("bn_refresh", {}).get("faces", 0),
+                        **tr.extra.get("calibration", {}),
                         **tr.extra.get("distillation", {})})
         mlflow.log_metrics(metrics)
         mlflow.log_text(json.dumps(results, indent=2), "classification_report.json")

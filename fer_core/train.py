@@ -166,22 +166,26 @@ def warm_start(model: keras.Model, path: str) -> None:
 
 
 def finish(model: keras.Model, settings: Settings, val: tuple[np.ndarray, np.ndarray],
-           val_sources: np.ndarray | None = None, train_faces: np.ndarray | None = None) -> tuple[keras.Model, dict]:
+           val_sources: np.ndarray | None = None,
+           train_faces: np.ndarray | None = None) -> tuple[keras.Model, dict[str, dict]]:
     """The trained network as it is served: without training state, its batch-norm statistics re-estimated
     on clean training faces (`train.bn_refresh_faces`), flip-averaged (`train.flip_average`), then calibrated
-    on the validation split, each source weighing the same (`train.calibrate`); the calibration's figures
-    for the run."""
+    on the validation split, each source weighing the same (`train.calibrate`). Also what was done, for the
+    run's record: `bn_refresh` (layers, faces) and `calibration` (its figures), each empty when skipped."""
     t = settings.train
     model = models.without_optimizer(model)
+    done: dict[str, dict] = {"bn_refresh": {}, "calibration": {}}
     if t.bn_refresh_faces and train_faces is not None and len(train_faces):
-        pick = np.random.default_rng(t.seed).permutation(len(train_faces))[:t.bn_refresh_faces]
-        batchnorm.refresh(model, train_faces[np.sort(pick)], mirrors=t.flip_average, seed=t.seed)
+        pick = np.sort(np.random.default_rng(t.seed).permutation(len(train_faces))[:t.bn_refresh_faces])
+        layers = batchnorm.refresh(model, train_faces[pick], mirrors=t.flip_average, seed=t.seed)
+        if layers:
+            done["bn_refresh"] = {"layers": layers, "faces": len(pick), "mirrors": t.flip_average}
     if t.flip_average:
         model = models.with_flip_average(model)
-    if not t.calibrate or not len(val[1]):
-        return model, {}
-    model, calibration = calibrate(model, *val, groups=val_sources)
-    return model, calibration.as_metrics()
+    if t.calibrate and len(val[1]):
+        model, calibration = calibrate(model, *val, groups=val_sources)
+        done["calibration"] = calibration.as_metrics()
+    return model, done
 
 
 def assemble(settings: Settings, run_dir: Path, val: tuple[np.ndarray, np.ndarray],
@@ -194,14 +198,14 @@ def assemble(settings: Settings, run_dir: Path, val: tuple[np.ndarray, np.ndarra
     if len(t.members) < 2 or missing:
         raise ValueError("train.model=ensemble needs train.members: at least 2 .keras files"
                          + (f"; not found: {', '.join(missing)}" if missing else f", got {len(t.members)}"))
-    model, calibration = finish(models.ensemble([models.load(m) for m in t.members]), settings, val, val_sources,
-                                train_faces)
+    model, done = finish(models.ensemble([models.load(m) for m in t.members]), settings, val, val_sources,
+                         train_faces)
     model_path = run_dir / MODEL_FILE
     model.save(model_path)
     log.info("ensemble of %d members saved to %s", len(t.members), model_path)
     return TrainResult(model, model_path, {}, 0.0, 0, math.nan, model.count_params(),
                        {"members": list(t.members), "images_seen": 0, "budget_spent": False,
-                        "calibration": calibration})
+                        **done})
 
 
 def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], run_dir: str | Path,
@@ -282,11 +286,11 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     best = run_dir / "best.keras"
     if best.is_file():  # EarlyStopping restores the best weights only when it stops early
         model.set_weights(models.load(str(best)).get_weights())
-    model, calibration = finish(model, settings, (x_val, y_val), (sources or {}).get("val"), splits["train"][0])
+    model, done = finish(model, settings, (x_val, y_val), (sources or {}).get("val"), splits["train"][0])
     model_path = run_dir / MODEL_FILE
     model.save(model_path)
     images = min(batches * t.batch_size, epochs_run * len(x_train))  # the last batch of an epoch may be short
     ips = images / seconds if seconds else math.nan
     return TrainResult(model, model_path, history, seconds, epochs_run, ips, model.count_params(),
                        {"mean": mean, "std": std, "images_seen": images, "budget_spent": bool(budget and budget.spent),
-                        "calibration": calibration, "distillation": distilled})
+                        **done, "distillation": distilled})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from fer_core import batchnorm, models, train
+from fer_core import batchnorm, card, models, train
 from tests.test_models import _real_subset
 
 
@@ -66,6 +66,11 @@ def test_train_saves_the_network_with_statistics_of_clean_faces(settings_factory
         return not all(np.allclose(b, layer.moving_mean.numpy(), rtol=1e-4, atol=1e-4)
                        for b, layer in zip(before, batchnorm.layers_of(net), strict=True))
 
-    assert not refreshed_again_differs(train.train(settings_factory(*common), splits, tmp_path / "a"))
+    refreshed = train.train(settings_factory(*common), splits, tmp_path / "a")
+    assert not refreshed_again_differs(refreshed)
+    layers = len(batchnorm.layers_of(models.unwrap(refreshed.model)))
+    assert refreshed.extra["bn_refresh"] == {"layers": layers, "faces": len(x), "mirrors": True}
+    assert f"{layers} layers re-estimated on {len(x)} clean" in card.bn_refresh_line(refreshed.extra["bn_refresh"])
     kept = train.train(settings_factory(*common, "train.bn_refresh_faces=0"), splits, tmp_path / "b")
     assert refreshed_again_differs(kept)
+    assert kept.extra["bn_refresh"] == {}
