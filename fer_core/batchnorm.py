@@ -5,7 +5,7 @@ those batches are augmented (shifted, rotated, zoomed, brightened faces): the st
 normalises with describe faces it will never see, and lag behind the last epochs' weights. One pass over
 un-augmented training faces in training mode, every layer's momentum set so that its statistics become the
 plain mean over the pass, replaces them with the statistics of what the network is served. No weight a
-gradient learned changes, so it costs nothing per face; on three trained networks it gained 0.9-1.4 points
+gradient learned changes, so it costs nothing per face; on three trained networks it gained 0.2-1.3 points
 of validation and 0.3-0.7 of test-split accuracy (docs/EXPERIMENTS.md, "Batch-norm statistics from clean faces").
 """
 

@@ -120,7 +120,7 @@ class TrainSettings(_Section):
     # 0.056 -> 0.041 on the test split, 0.055 -> 0.037 on PublicTest; docs/EXPERIMENTS.md); no prediction changes.
     calibrate: bool = True
     # Re-estimate the batch-norm statistics on this many clean training faces (a seeded sample) and their
-    # mirrors before saving (fer_core.batchnorm): training kept them on augmented batches. +0.9-1.4 points of
+    # mirrors before saving (fer_core.batchnorm): training kept them on augmented batches. +0.2-1.3 points of
     # validation and +0.3-0.7 of test accuracy for three trained networks, nothing per face (docs/EXPERIMENTS.md).
     # 0 keeps them as trained.
     bn_refresh_faces: int = Field(16384, ge=0)
