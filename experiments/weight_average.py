@@ -25,8 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fer_core import batchnorm, evaluate, models  # noqa: E402
-from fer_core.classify import Classifier, keras_to_tflite  # noqa: E402
+from precise_bn import score  # noqa: E402  (experiments/, this script's folder)
+
+from fer_core import batchnorm, models  # noqa: E402
 from fer_core.data import dataset  # noqa: E402
 
 
@@ -43,15 +44,6 @@ def average_weights(paths: list[str]):
     net = nets[0]
     net.set_weights([np.mean(ws, axis=0) for ws in zip(*(n.get_weights() for n in nets), strict=True)])
     return net
-
-
-def score(net, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, float]]:
-    classifier = Classifier(keras_to_tflite(models.with_flip_average(net)))
-    out = {}
-    for name, (x, y) in sets.items():
-        m = evaluate.metrics(y, classifier.predict(x))
-        out[name] = {"accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4)}
-    return out
 
 
 def main() -> None:
