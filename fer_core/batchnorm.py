@@ -20,23 +20,27 @@ log = logging.getLogger(__name__)
 
 
 def layers_of(model: keras.Layer) -> list[keras.layers.BatchNormalization]:
-    """Every batch-norm layer inside `model`, nested models (ensemble members, wrappers, bases) included."""
+    """Every batch-norm layer inside `model` that trained with batch statistics: nested models (ensemble
+    members, wrappers, bases) included, frozen layers left out. A frozen layer (a pretrained base's, kept in
+    inference mode while fine-tuning) normalised with its stored statistics all along, and the layers after it
+    learned against those: replacing them would change what the network learned, not correct it."""
     found = []
     for layer in getattr(model, "layers", []):
         if isinstance(layer, keras.layers.BatchNormalization):
-            found.append(layer)
+            if layer.trainable:
+                found.append(layer)
         else:
             found.extend(layers_of(layer))
     return found
 
 
 def refresh(model: keras.Model, faces: np.ndarray, mirrors: bool = True, batch: int = 256, seed: int = 0) -> int:
-    """Re-estimate every batch-norm layer's statistics on `faces` (uint8 (N, 48, 48)), and on their mirror
+    """Re-estimate the statistics of `layers_of(model)` on `faces` (uint8 (N, 48, 48)), and on their mirror
     images too when `mirrors` (a flip-averaged model is served both). Returns how many layers changed.
 
     The faces go through `model` in training mode in a seeded order; at batch k each layer's momentum is
-    1 - 1/(k+1), so its moving mean and variance end as the mean of the batches' statistics. Layers frozen for
-    fine-tuning are refreshed too (their statistics are read at inference all the same).
+    1 - 1/(k+1), so its moving mean and variance end as the mean of the batches' statistics. Frozen layers
+    run in inference mode in training too, so they keep theirs.
     """
     norms = layers_of(model)
     if not norms or not len(faces):
@@ -45,16 +49,14 @@ def refresh(model: keras.Model, faces: np.ndarray, mirrors: bool = True, batch: 
     if mirrors:
         faces = np.concatenate([faces, faces[:, :, ::-1]])
     order = np.random.default_rng(seed).permutation(len(faces))
-    saved = [(layer.momentum, layer.trainable) for layer in norms]
+    saved = [layer.momentum for layer in norms]
     try:
-        for layer in norms:
-            layer.trainable = True  # a frozen batch-norm layer runs in inference mode, even in training
         for k, start in enumerate(range(0, len(faces), batch)):
             for layer in norms:
                 layer.momentum = 1.0 - 1.0 / (k + 1)
             model(faces[order[start:start + batch]], training=True)
     finally:
-        for layer, (momentum, trainable) in zip(norms, saved, strict=True):
-            layer.momentum, layer.trainable = momentum, trainable
+        for layer, momentum in zip(norms, saved, strict=True):
+            layer.momentum = momentum
     log.info("batch-norm statistics of %d layers re-estimated on %d clean faces", len(norms), len(faces))
     return len(norms)

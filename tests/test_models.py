@@ -335,8 +335,9 @@ def test_interrupted_run_resumes_from_checkpoint(settings_factory, tmp_path):
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(7), 6)
     x = np.stack([helpers.face_pattern(int(k), rng) for k in y])
+    # statistics as trained (no batch-norm refresh), so the saved model is exactly the best epoch's network
     s = settings_factory("train.epochs=3", "train.batch_size=16", "train.width=16", "augment.enabled=false",
-                         "train.early_stopping_patience=10")
+                         "train.early_stopping_patience=10", "train.bn_refresh_faces=0")
     splits = {"train": (x, y), "val": (x, y)}
     with pytest.raises(KeyboardInterrupt):
         train.train(s, splits, tmp_path / "run", callbacks=[_Interrupt(2)])
