@@ -108,6 +108,12 @@ class TrainSettings(_Section):
     # "plateau": halve the rate when validation loss stalls; "cosine": decay from learning_rate to 1/100 of it
     # over the configured epochs (each phase), the schedule for a warm restart of a plateaued model.
     lr_schedule: Literal["plateau", "cosine"] = "plateau"
+    # "adam" (every shipped network) or "sgd": SGD with Nesterov momentum, Khaireddin and Chen's recipe for
+    # FER2013 (lr 0.01, momentum 0.9, weight decay 1e-4, ~300 epochs). weight_decay (decoupled, every trained
+    # weight, batch-norm scales included) applies to either; 0 = none.
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
     seed: int = 42
     threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's default
     max_minutes: float = 0.0  # stop training after this many minutes (0 = no limit): equal budgets on a CPU

@@ -21,7 +21,7 @@ from fer_core import batchnorm, models
 from fer_core.augment import build_augmenter
 from fer_core.balance import weight_sources
 from fer_core.calibrate import calibrate
-from fer_core.config import Settings
+from fer_core.config import Settings, TrainSettings
 from fer_core.distill import cached_teacher_probabilities, soft_targets, teacher_summary
 from fer_core.labels import NUM_CLASSES
 from fer_core.progress import keras_callback as progress_bar
@@ -80,9 +80,17 @@ def class_weights(y: np.ndarray) -> dict[int, float]:
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def _compile(model: keras.Model, learning_rate: float, label_smoothing: float) -> None:
+def make_optimizer(t: TrainSettings, learning_rate: float) -> keras.optimizers.Optimizer:
+    """`train.optimizer` at `learning_rate` (each phase has its own), with `train.weight_decay` if set."""
+    decay = t.weight_decay or None
+    if t.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=t.momentum, nesterov=True, weight_decay=decay)
+    return keras.optimizers.Adam(learning_rate, weight_decay=decay)
+
+
+def _compile(model: keras.Model, optimizer: keras.optimizers.Optimizer, label_smoothing: float) -> None:
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="categorical_accuracy")],
     )
@@ -261,7 +269,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
             break
         if phase == "fine_tune":
             models.set_base_trainable(model, True)
-        _compile(model, lr, t.label_smoothing)
+        _compile(model, make_optimizer(t, lr), t.label_smoothing)
         progress = _Progress(run_dir / "progress.json", phase)
         cbs = [
             keras.callbacks.BackupAndRestore(str(run_dir / f"backup_{phase}"), save_freq="epoch"),

@@ -469,3 +469,27 @@ def test_cosine_schedule_decays_to_a_hundredth(settings_factory, tmp_path):
     assert train.cosine_rate(0, 40, 1e-3) > train.cosine_rate(20, 40, 1e-3) > train.cosine_rate(39, 40, 1e-3)
     with pytest.raises(ValueError):
         settings_factory("train.lr_schedule=step")
+
+
+def test_sgd_with_nesterov_momentum_and_weight_decay(settings_factory, tmp_path):
+    """train.optimizer=sgd trains with SGD, Nesterov momentum and the configured decay (the checkpoint a resume
+    starts from carries them); the default stays Adam without decay; a decay shrinks the weights it trains."""
+    x, y = _real_subset(4)
+    common = ("train.epochs=2", "train.batch_size=16", "train.width=16", "train.learning_rate=0.01",
+              "train.early_stopping_patience=10", "train.lr_schedule=cosine", "train.bn_refresh_faces=0")
+    splits = {"train": (x, y), "val": (x, y)}
+    sgd = settings_factory(*common, "train.optimizer=sgd", "train.weight_decay=0.0001")
+    train.train(sgd, splits, tmp_path / "sgd")
+    config = keras.models.load_model(tmp_path / "sgd" / "checkpoint_train.keras").optimizer.get_config()
+    assert config["name"].lower() == "sgd" and config["nesterov"] and config["momentum"] == pytest.approx(0.9)
+    assert config["weight_decay"] == pytest.approx(1e-4)
+    adam = train.make_optimizer(settings_factory().train, 1e-3)
+    assert isinstance(adam, keras.optimizers.Adam) and adam.weight_decay is None
+
+    # decay alone (no gradient: the loss ignores the weights) shrinks a weight by lr * decay a step
+    weight = keras.Variable(np.ones(3, np.float32))
+    strong = train.make_optimizer(settings_factory("train.optimizer=sgd", "train.weight_decay=0.5").train, 0.1)
+    strong.apply_gradients([(np.zeros(3, np.float32), weight)])
+    assert np.allclose(weight.numpy(), 1 - 0.1 * 0.5)
+    with pytest.raises(ValueError):
+        settings_factory("train.optimizer=rmsprop")
