@@ -34,9 +34,8 @@ from fer_core.config import load_settings  # noqa: E402
 ASSETS = ROOT / "fer_core" / "assets"
 KEPT_PARAMS = ("balance.undersample", "balance.smote", "train.model", "train.width", "train.epochs",
                "train.batch_size", "train.learning_rate", "train.lr_schedule", "train.optimizer", "train.weight_decay",
-               "train.label_smoothing",
-               "train.flip_average", "train.init_from", "train.members", "train.seed", "split.seed", "data.margin",
-               "augment.enabled")
+               "train.label_smoothing", "train.flip_average", "train.init_from", "train.members", "train.seed",
+               "split.seed", "data.margin", "augment.enabled")
 
 
 def run_facts(home: str, run_id: str) -> dict[str, Any]:
