@@ -10,7 +10,14 @@ average on the gate's benchmark sets (`gate.benchmarks`, default settings; `fer_
 `gate` says whether it `passes` and each of its `rules`, PASS or FAIL. Only the latency budget is left to the
 pipeline, which measures it.
 
-Usage: python experiments/ensemble_screen.py --dataset DATASET_DIR [--against A+B] NAME=FILE.keras NAME=FILE.keras [...]
+`--refresh` first re-estimates each network's batch-norm statistics as the pipeline does before it averages
+(`fer_core.train.finish`: the same seeded sample of clean training faces and their mirrors), for networks
+trained elsewhere (tools/accelerator_train.py) or before the refresh existed; a refreshed network is unchanged
+by it. `val` (the validation split) is scored beside the held-out sets, so a pick can be made on it alone and
+the held-out sets and the gate left to judge the pick; `--sizes 1,2` limits the combinations (all by default).
+
+Usage: python experiments/ensemble_screen.py --dataset DATASET_DIR [--against A+B] [--refresh] [--sizes 1,2]
+       NAME=FILE.keras NAME=FILE.keras [...]
 """
 
 from __future__ import annotations
@@ -30,12 +37,15 @@ from fer_core import evaluate, gate, models  # noqa: E402
 from fer_core.classify import Classifier, keras_to_tflite  # noqa: E402
 from fer_core.config import load_settings  # noqa: E402
 from fer_core.data import dataset  # noqa: E402
+from fer_core.train import refresh_statistics  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", required=True, help="a dataset version folder (its held-out sets are scored)")
     ap.add_argument("--against", default="", help="NAME+NAME: the average the gate would compare with (the champion)")
+    ap.add_argument("--refresh", action="store_true", help="re-estimate batch-norm statistics as the pipeline does")
+    ap.add_argument("--sizes", default="", help="combination sizes to score, e.g. 1,2 (default: all)")
     ap.add_argument("networks", nargs="+", help="NAME=FILE.keras; an ensemble file counts as its first network")
     args = ap.parse_args()
     bad = [item for item in args.networks if "=" not in item]
@@ -45,16 +55,21 @@ def main() -> None:
     reference = [name for name in args.against.split("+") if name]
     if set(reference) - set(named):
         ap.error(f"--against names networks not given: {', '.join(sorted(set(reference) - set(named)))}")
-    sets = dataset.load(args.dataset).eval_sets()
+    data = dataset.load(args.dataset)
+    sets = {"val": data.splits["val"], **data.eval_sets()}
+    cfg_all = load_settings(None, [], environ={})
     probs: dict[str, dict[str, np.ndarray]] = {}
     for name, path in named.items():
-        network = models.ensemble_members(models.load(path))[0]
+        network = models.without_optimizer(models.ensemble_members(models.load(path))[0])
+        if args.refresh:
+            refresh_statistics(network, data.splits["train"][0], cfg_all.train)
         classifier = Classifier(keras_to_tflite(models.with_flip_average(network)))
         probs[name] = {set_name: classifier.predict(x) for set_name, (x, _) in sets.items()}
     average = lambda combo, set_name: np.mean([probs[name][set_name] for name in combo], axis=0)  # noqa: E731
-    cfg = load_settings(None, [], environ={}).gate
+    cfg = cfg_all.gate
     benchmarks = [name for name in cfg.benchmarks if name in sets]
-    for size in range(1, len(named) + 1):
+    sizes = [int(k) for k in args.sizes.split(",") if k] or range(1, len(named) + 1)
+    for size in sizes:
         for combo in itertools.combinations(named, size):
             scores = {}
             for set_name, (_, y) in sets.items():

@@ -173,6 +173,13 @@ def warm_start(model: keras.Model, path: str) -> None:
     log.info("weights initialised from %s", path)
 
 
+def refresh_statistics(model: keras.Model, train_faces: np.ndarray, t: TrainSettings) -> tuple[int, int]:
+    """Batch-norm statistics re-estimated on a seeded sample of `t.bn_refresh_faces` clean training faces (and
+    their mirrors when the model is served flip-averaged); (layers refreshed, faces used)."""
+    pick = np.sort(np.random.default_rng(t.seed).permutation(len(train_faces))[:t.bn_refresh_faces])
+    return batchnorm.refresh(model, train_faces[pick], mirrors=t.flip_average, seed=t.seed), len(pick)
+
+
 def finish(model: keras.Model, settings: Settings, val: tuple[np.ndarray, np.ndarray],
            val_sources: np.ndarray | None = None,
            train_faces: np.ndarray | None = None) -> tuple[keras.Model, dict[str, dict]]:
@@ -184,10 +191,9 @@ def finish(model: keras.Model, settings: Settings, val: tuple[np.ndarray, np.nda
     model = models.without_optimizer(model)
     done: dict[str, dict] = {"bn_refresh": {}, "calibration": {}}
     if t.bn_refresh_faces and train_faces is not None and len(train_faces):
-        pick = np.sort(np.random.default_rng(t.seed).permutation(len(train_faces))[:t.bn_refresh_faces])
-        layers = batchnorm.refresh(model, train_faces[pick], mirrors=t.flip_average, seed=t.seed)
+        layers, faces = refresh_statistics(model, train_faces, t)
         if layers:
-            done["bn_refresh"] = {"layers": layers, "faces": len(pick), "mirrors": t.flip_average}
+            done["bn_refresh"] = {"layers": layers, "faces": faces, "mirrors": t.flip_average}
     if t.flip_average:
         model = models.with_flip_average(model)
     if t.calibrate and len(val[1]):

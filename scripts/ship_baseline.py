@@ -9,6 +9,8 @@ parameters, epochs and metrics, so the card says how the weights were made and o
 is in a registry that is gone (another machine) but its network is one an earlier baseline shipped (a
 recalibration, a re-assembly), `--init-run OLD/baseline.json#N` carries that baseline's N-th training record
 over in its place, and `--training-from OLD/baseline.json` carries all of them (after the `--init-run` ones).
+A network trained on a lent GPU by tools/accelerator_train.py has no MLflow run: `--init-run RUN/history.json`
+reads the record that tool wrote beside it (its settings, epochs, time, backend and device).
 
 Usage: python scripts/ship_baseline.py --home HOME --version N [--init-run HOME2:RUN_ID|OLD.json#N ... |
        --training-from baseline.json] [--command "..."]
@@ -57,14 +59,36 @@ def run_facts(home: str, run_id: str) -> dict[str, Any]:
             "started_utc": run.info.start_time, "ended_utc": run.info.end_time}
 
 
+def accelerator_facts(path: str) -> dict[str, Any]:
+    """The training record of a tools/accelerator_train.py run, from the history.json it wrote."""
+    h = json.loads(Path(path).read_text())
+    args = h.get("args", {})
+    params = {"train.model": "compact", "train.width": h.get("width"), "train.epochs": h.get("epochs"),
+              "train.batch_size": args.get("batch"), "train.learning_rate": args.get("lr"),
+              "train.lr_schedule": f"cosine over {args.get('minutes')} min after {args.get('warmup_epochs')} warm-up epochs",
+              "train.optimizer": "adam", "train.label_smoothing": args.get("smoothing"), "train.seed": args.get("seed")}
+    best = max(h.get("history", [{}]), key=lambda e: e.get("val_student_accuracy", -1.0))
+    return {"trained": f"on {h.get('device') or 'a lent GPU'} through Keras 3 on {h.get('backend', '?')} "
+                       "(tools/accelerator_train.py)",
+            "run_id": "", "run_name": Path(path).parent.name, "params": {k: str(v) for k, v in params.items()},
+            "metrics": {"epochs_run": float(h.get("epochs", 0)), "train_seconds": float(h.get("seconds", 0)),
+                        "train_images_per_s": float(h.get("images_per_s", 0)),
+                        "best_epoch": float(best.get("epoch", 0)),
+                        "val_accuracy_as_trained": float(h.get("best_val_accuracy", 0))},
+            "git_commit": h.get("git_commit", ""), "dataset_version": h.get("dataset_version", "")}
+
+
 def earlier_records(path: str) -> list[dict[str, Any]]:
     """The training records an earlier baseline.json shipped, in member order."""
     return json.loads(Path(path).read_text()).get("training", [])
 
 
 def training_record(spec: str, command: str = "") -> dict[str, Any]:
-    """How one network was trained: `HOME:RUN_ID` (read from that MLflow run) or `OLD/baseline.json#N` (the
-    N-th record an earlier baseline shipped, kept as it was, command included, unless `command` is given)."""
+    """How one network was trained: `HOME:RUN_ID` (read from that MLflow run), `OLD/baseline.json#N` (the
+    N-th record an earlier baseline shipped, kept as it was, command included, unless `command` is given) or
+    `RUN/history.json` (a tools/accelerator_train.py run)."""
+    if spec.endswith("history.json"):
+        return {"command": command, **accelerator_facts(spec)}
     path, _, index = spec.rpartition("#")
     if path.endswith(".json"):
         records = earlier_records(path)
@@ -122,8 +146,9 @@ def main() -> None:
         info["training"] = training
     for init in training:
         m = init["metrics"]
-        provenance += [f"- weights trained by `{init['command'] or 'fer train'}` (MLflow run `{init['run_id']}`, "
-                       f"commit `{init['git_commit']}`, dataset `{init['dataset_version']}`): "
+        where = f"MLflow run `{init['run_id']}`, " if init["run_id"] else f"run `{init['run_name']}`, "
+        provenance += [f"- weights trained by `{init['command'] or 'fer train'}` ({where}"
+                       f"commit `{init['git_commit'] or '?'}`, dataset `{init['dataset_version'] or '?'}`): "
                        f"{int(m.get('epochs_run', 0))} epochs, {m.get('train_seconds', 0) / 60:.0f} min at "
                        f"{m.get('train_images_per_s', 0):.0f} images/s ({init['trained'] or 'its card says no more'}); "
                        f"its settings: `{json.dumps(init['params'])}`"]

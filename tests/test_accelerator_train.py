@@ -34,14 +34,21 @@ def test_trains_a_loadable_compact_model_and_distils(tool, tmp_path):
     rng = np.random.default_rng(1)
     y = np.arange(140) % NUM_CLASSES
     x = rng.integers(0, 255, (140, 48, 48), dtype=np.uint8)
-    data = tmp_path / "faces.npz"
+    (tmp_path / "ds-0123456789ab").mkdir()
+    data = tmp_path / "ds-0123456789ab" / "faces.npz"
     np.savez(data, x_train=x[:112], y_train=y[:112], x_val=x[112:], y_val=y[112:])
     common = ["--data", str(data), "--width", "16", "--minutes", "0.01", "--batch", "32", "--max-epochs", "2"]
     summary = tool.main([*common, "--out", str(tmp_path / "plain")])
     assert summary["epochs"] >= 1 and summary["params"] == models.build_compact(width=16).count_params()
     student = models.load(str(tmp_path / "plain" / "best.keras"))
     assert student.name == "compact" and student.predict(x[:4], verbose=0).shape == (4, NUM_CLASSES)
-    assert json.loads((tmp_path / "plain" / "history.json").read_text())["history"][0]["epoch"] == 1
+    record = json.loads((tmp_path / "plain" / "history.json").read_text())
+    assert record["history"][0]["epoch"] == 1
+    assert record["dataset_version"] == "ds-0123456789ab"  # the folder it was read from, for the card
+    shipped = load_script("scripts/ship_baseline.py").training_record(str(tmp_path / "plain" / "history.json"), "cmd")
+    assert shipped["command"] == "cmd" and shipped["run_id"] == "" and shipped["run_name"] == "plain"
+    assert shipped["metrics"]["epochs_run"] == summary["epochs"] and shipped["params"]["train.width"] == "16"
+    assert shipped["dataset_version"] == "ds-0123456789ab" and "accelerator_train" in shipped["trained"]
     distilled = tool.main([*common, "--out", str(tmp_path / "distilled"),
                            "--teacher", str(tmp_path / "plain" / "best.keras")])
     assert distilled["teacher"] and (tmp_path / "distilled" / "best.keras").is_file()

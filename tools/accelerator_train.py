@@ -128,6 +128,20 @@ class CosineOverBudget(keras.callbacks.Callback):
         self.model.stop_training = spent
 
 
+def device_name() -> str:
+    """What trained: the accelerator's kind (e.g. NVIDIA H200) under JAX, else the backend's default."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()[0].device_kind
+    return ""
+
+
+def dataset_version_of(data: str) -> str:
+    parent = Path(data).resolve().parent.name
+    return parent if parent.startswith("ds-") else ""
+
+
 def main(argv: list[str] | None = None) -> dict:
     defaults = TrainSettings()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the label loss when distilling")
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--max-epochs", type=int, default=10_000)
+    p.add_argument("--dataset-version", default="", help="the dataset version DATA came from, for the record "
+                   "(default: DATA's folder name when it is one, ds-...)")
     a = p.parse_args(argv)
 
     out = Path(a.out)
@@ -169,7 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {"run": out.name, "width": a.width, "params": student.count_params(), "epochs": epochs,
                "seconds": round(seconds, 1), "images_per_s": round(epochs * len(x_train) / seconds),
                "best_val_accuracy": round(schedule.best, 4), "teacher": a.teacher, "args": vars(a),
-               "backend": keras.backend.backend(), "history": schedule.history}
+               "backend": keras.backend.backend(), "device": device_name(),
+               "dataset_version": a.dataset_version or dataset_version_of(a.data),
+               "git_commit": os.environ.get("FER_GIT_COMMIT", ""), "history": schedule.history}
     (out / "history.json").write_text(json.dumps(summary))
     print(json.dumps({k: v for k, v in summary.items() if k not in ("history", "args")}), flush=True)
     return summary
