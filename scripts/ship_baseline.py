@@ -150,7 +150,9 @@ def main() -> None:
         provenance += [f"- weights trained by `{init['command'] or 'fer train'}` ({where}"
                        f"commit `{init['git_commit'] or '?'}`, dataset `{init['dataset_version'] or '?'}`): "
                        f"{int(m.get('epochs_run', 0))} epochs, {m.get('train_seconds', 0) / 60:.0f} min at "
-                       f"{m.get('train_images_per_s', 0):.0f} images/s ({init['trained'] or 'its card says no more'}); "
+                       f"{m.get('train_images_per_s', 0):.0f} images/s ({init['trained'] or 'its card says no more'})"
+                       + (f", the epoch kept {int(m['best_epoch'])} (validation {m['val_accuracy_as_trained']:.4f} as "
+                          "trained)" if "best_epoch" in m else "") + "; "
                        f"its settings: `{json.dumps(init['params'])}`"]
     shutil.copyfile(resolved.path, ASSETS / "baseline.keras")
     tflite = resolved.tflite.read_bytes() if resolved.tflite else keras_to_tflite(models.load(str(resolved.path)))
