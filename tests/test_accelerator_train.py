@@ -1,6 +1,13 @@
 """tools/accelerator_train.py: the accelerator training script, run here on the CPU backend at toy size."""
 
+import io
 import json
+import lzma
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,3 +59,25 @@ def test_trains_a_loadable_compact_model_and_distils(tool, tmp_path):
     distilled = tool.main([*common, "--out", str(tmp_path / "distilled"),
                            "--teacher", str(tmp_path / "plain" / "best.keras")])
     assert distilled["teacher"] and (tmp_path / "distilled" / "best.keras").is_file()
+
+
+def test_members_script_trains_each_seed_and_packs_them(tmp_path):
+    """tools/accelerator_members.sh end to end, on the CPU's backend at toy size: one run a seed, at once."""
+    rng = np.random.default_rng(2)
+    buf = io.BytesIO()
+    np.savez(buf, x_train=rng.integers(0, 255, (64, 48, 48), dtype=np.uint8), y_train=np.arange(64) % NUM_CLASSES,
+             x_val=rng.integers(0, 255, (21, 48, 48), dtype=np.uint8), y_val=np.arange(21) % NUM_CLASSES)
+    data = tmp_path / "faces.npz.xz"
+    data.write_bytes(lzma.compress(buf.getvalue()))
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "out"),
+           "DATASET": "ds-0123456789ab", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", "tools/accelerator_members.sh", str(data), "0.01", "3", "4"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with tarfile.open(tmp_path / "out" / "members.tar") as tar:
+        names = set(tar.getnames())
+        assert {"s3/best.keras", "s3/history.json", "s4/best.keras", "s4/history.json"} <= names
+        record = json.load(tar.extractfile("s4/history.json"))
+    assert record["args"]["seed"] == 4 and record["dataset_version"] == "ds-0123456789ab"
+    assert [json.loads(line)["run"] for line in done.stdout.splitlines() if line.startswith("{")] == ["s3", "s4"]
