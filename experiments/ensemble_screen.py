@@ -57,16 +57,16 @@ def main() -> None:
         ap.error(f"--against names networks not given: {', '.join(sorted(set(reference) - set(named)))}")
     data = dataset.load(args.dataset)
     sets = {"val": data.splits["val"], **data.eval_sets()}
-    cfg_all = load_settings(None, [], environ={})
+    settings = load_settings(None, [], environ={})
     probs: dict[str, dict[str, np.ndarray]] = {}
     for name, path in named.items():
         network = models.without_optimizer(models.ensemble_members(models.load(path))[0])
         if args.refresh:
-            refresh_statistics(network, data.splits["train"][0], cfg_all.train)
+            refresh_statistics(network, data.splits["train"][0], settings.train)
         classifier = Classifier(keras_to_tflite(models.with_flip_average(network)))
         probs[name] = {set_name: classifier.predict(x) for set_name, (x, _) in sets.items()}
     average = lambda combo, set_name: np.mean([probs[name][set_name] for name in combo], axis=0)  # noqa: E731
-    cfg = cfg_all.gate
+    cfg = settings.gate
     benchmarks = [name for name in cfg.benchmarks if name in sets]
     sizes = [int(k) for k in args.sizes.split(",") if k] or range(1, len(named) + 1)
     for size in sizes:

@@ -63,18 +63,19 @@ def accelerator_facts(path: str) -> dict[str, Any]:
     """The training record of a tools/accelerator_train.py run, from the history.json it wrote."""
     h = json.loads(Path(path).read_text())
     args = h.get("args", {})
+    # the tool trains the compact model with Adam, always; the rest is in its arguments
     params = {"train.model": "compact", "train.width": h.get("width"), "train.epochs": h.get("epochs"),
               "train.batch_size": args.get("batch"), "train.learning_rate": args.get("lr"),
               "train.lr_schedule": f"cosine over {args.get('minutes')} min after {args.get('warmup_epochs')} warm-up epochs",
               "train.optimizer": "adam", "train.label_smoothing": args.get("smoothing"), "train.seed": args.get("seed")}
-    best = max(h.get("history", [{}]), key=lambda e: e.get("val_student_accuracy", -1.0))
+    best = max(h.get("history", [{}]), key=lambda e: e.get("val_student_accuracy", -1.0))  # the epoch it kept
     return {"trained": f"on {h.get('device') or 'a lent GPU'} through Keras 3 on {h.get('backend', '?')} "
                        "(tools/accelerator_train.py)",
             "run_id": "", "run_name": Path(path).parent.name, "params": {k: str(v) for k, v in params.items()},
             "metrics": {"epochs_run": float(h.get("epochs", 0)), "train_seconds": float(h.get("seconds", 0)),
                         "train_images_per_s": float(h.get("images_per_s", 0)),
                         "best_epoch": float(best.get("epoch", 0)),
-                        "val_accuracy_as_trained": float(h.get("best_val_accuracy", 0))},
+                        "val_accuracy_as_trained": round(float(best.get("val_student_accuracy", 0)), 4)},
             "git_commit": h.get("git_commit", ""), "dataset_version": h.get("dataset_version", "")}
 
 
@@ -100,6 +101,18 @@ def training_record(spec: str, command: str = "") -> dict[str, Any]:
     if not home or not run_id:
         raise SystemExit(f"{spec}: expected HOME:RUN_ID or OLD/baseline.json#N")
     return {"command": command, **run_facts(home, run_id)}
+
+
+def training_line(init: dict[str, Any]) -> str:
+    """The card's line on how one network was trained."""
+    m = init["metrics"]
+    where = f"MLflow run `{init['run_id']}`" if init["run_id"] else f"run `{init['run_name']}`"
+    kept = (f", the epoch kept {int(m['best_epoch'])} (validation {m['val_accuracy_as_trained']:.4f} as trained)"
+            if "best_epoch" in m else "")
+    return (f"- weights trained by `{init['command'] or 'fer train'}` ({where}, commit `{init['git_commit'] or '?'}`, "
+            f"dataset `{init['dataset_version'] or '?'}`): {int(m.get('epochs_run', 0))} epochs, "
+            f"{m.get('train_seconds', 0) / 60:.0f} min at {m.get('train_images_per_s', 0):.0f} images/s "
+            f"({init['trained'] or 'its card says no more'}){kept}; its settings: `{json.dumps(init['params'])}`")
 
 
 def main() -> None:
@@ -144,16 +157,7 @@ def main() -> None:
         training += earlier_records(args.training_from)
     if training:
         info["training"] = training
-    for init in training:
-        m = init["metrics"]
-        where = f"MLflow run `{init['run_id']}`, " if init["run_id"] else f"run `{init['run_name']}`, "
-        provenance += [f"- weights trained by `{init['command'] or 'fer train'}` ({where}"
-                       f"commit `{init['git_commit'] or '?'}`, dataset `{init['dataset_version'] or '?'}`): "
-                       f"{int(m.get('epochs_run', 0))} epochs, {m.get('train_seconds', 0) / 60:.0f} min at "
-                       f"{m.get('train_images_per_s', 0):.0f} images/s ({init['trained'] or 'its card says no more'})"
-                       + (f", the epoch kept {int(m['best_epoch'])} (validation {m['val_accuracy_as_trained']:.4f} as "
-                          "trained)" if "best_epoch" in m else "") + "; "
-                       f"its settings: `{json.dumps(init['params'])}`"]
+    provenance += [training_line(init) for init in training]
     shutil.copyfile(resolved.path, ASSETS / "baseline.keras")
     tflite = resolved.tflite.read_bytes() if resolved.tflite else keras_to_tflite(models.load(str(resolved.path)))
     save_beside(ASSETS / "baseline.keras", tflite)

@@ -129,7 +129,7 @@ class CosineOverBudget(keras.callbacks.Callback):
 
 
 def device_name() -> str:
-    """What trained: the accelerator's kind (e.g. NVIDIA H200) under JAX, else the backend's default."""
+    """What trained, for the record: the accelerator's kind under JAX (e.g. NVIDIA H200); empty otherwise."""
     if keras.backend.backend() == "jax":
         import jax
 
@@ -138,6 +138,7 @@ def device_name() -> str:
 
 
 def dataset_version_of(data: str) -> str:
+    """The dataset version a faces.npz belongs to, read off its folder (`fer data build` names it ds-...)."""
     parent = Path(data).resolve().parent.name
     return parent if parent.startswith("ds-") else ""
 
