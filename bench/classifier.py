@@ -1,11 +1,12 @@
 """Faces/s batched and single-face latency of each zoo model through the TFLite runtime, as JSON lines.
 
 Usage: python bench/classifier.py [--models compact,mobilenetv2,...] [--input-size 96] [--flip] [--keras FILE]
-                                  [--beside FILE] [--buckets 1,2,4,8]
+                                  [--beside FILE] [--buckets 1,2,4,8] [--threads N]
 Transfer models are built with weights=None (speed does not depend on the weights). --flip: each built model
 averaged with its mirror image, as training saves it; --beside FILE: each built model also as one more member
 of an ensemble with FILE's networks (e.g. the champion), flip-averaged as a whole: an analysis candidate's speed.
---buckets: the classifier's batch sizes (`fer_core.classify.BUCKETS`) for this run. Each line also gives the
+--buckets: the classifier's batch sizes (`fer_core.classify.BUCKETS`) for this run; --threads: TFLite's threads
+(default: the classifier's, up to 2), to see how far the runtime uses the cores. Each line also gives the
 number of operations in the TFLite graph (`tflite_ops`), which is what one face's latency is mostly made of.
 """
 
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--keras", help="also measure this saved model")
     ap.add_argument("--beside", help="also measure each built model as a member beside this saved model's networks")
     ap.add_argument("--buckets", help="comma-separated batch sizes, e.g. 1,2,4,8,16 (default: the classifier's)")
+    ap.add_argument("--threads", type=int, default=0, help="TFLite threads (default: the classifier's)")
     args = ap.parse_args()
     if args.buckets:
         classify.BUCKETS = tuple(sorted(int(b) for b in args.buckets.split(",")))
@@ -49,11 +51,11 @@ def main() -> None:
     if args.keras:
         todo.append((args.keras, models.load(args.keras)))
     for name, model in todo:
-        clf = Classifier.from_keras(model)
+        clf = Classifier.from_keras(model, threads=args.threads)
         speed = evaluate.speed(clf)
         print(json.dumps({"bench": "classifier", "model": name, "params": model.count_params(),
                           "tflite_bytes": len(clf.tflite), "tflite_ops": operations(clf.tflite),
-                          "buckets": list(classify.BUCKETS), **speed}), flush=True)
+                          "buckets": list(classify.BUCKETS), "threads": clf.threads, **speed}), flush=True)
 
 
 if __name__ == "__main__":
