@@ -85,6 +85,37 @@ class RandomBrightnessScale(layers.Layer):
                 "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="fer")
+class RandomLowResolution(layers.Layer):
+    """With probability `rate`, a face shrunk to one of `sizes` pixels a side (antialiased) and enlarged back
+    (bilinear): the blur of a small or soft in-the-wild face. Each size is computed for the whole batch and
+    each face takes one or none of them, so the step stays one fixed graph."""
+
+    def __init__(self, rate: float = 0.5, sizes: tuple[int, ...] = (24, 28, 32, 36, 40), seed: int | None = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.sizes, self.seed = rate, tuple(int(s) for s in sizes), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=True):
+        if not training or not self.rate:
+            return inputs
+        n, h, w = ops.shape(inputs)[0], inputs.shape[1], inputs.shape[2]
+        coin = keras.random.uniform((n,), 0.0, 1.0, seed=self.seed_generator)
+        pick = ops.cast(keras.random.uniform((n,), 0.0, len(self.sizes), seed=self.seed_generator), "int32")
+        pick = ops.where(coin < self.rate, ops.minimum(pick, len(self.sizes) - 1), -1)
+        out = inputs
+        for i, size in enumerate(self.sizes):
+            small = ops.image.resize(inputs, (size, size), interpolation="bilinear", antialias=True,
+                                     data_format="channels_last")
+            blurred = ops.image.resize(small, (h, w), interpolation="bilinear", data_format="channels_last")
+            out = ops.where(ops.reshape(pick == i, (-1, 1, 1, 1)), blurred, out)
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "sizes": list(self.sizes), "seed": self.seed}
+
+
 def build_augmenter(cfg: AugmentSettings, seed: int = 42) -> keras.Sequential:
     """A Sequential of random layers over float (N, 48, 48, 1) faces in [0, 255]."""
     steps: list[layers.Layer] = []
@@ -98,4 +129,8 @@ def build_augmenter(cfg: AugmentSettings, seed: int = 42) -> keras.Sequential:
         # that the noise is not rescaled.
         steps.append(layers.RandomErasing(factor=(cfg.erase, cfg.erase), scale=tuple(cfg.erase_area),
                                           value_range=(0, 255), seed=seed + 2))
+    if cfg.low_res:
+        # Last: the blur of a small face comes after the camera's framing and light, and it blurs the noise of
+        # an erased rectangle too.
+        steps.append(RandomLowResolution(cfg.low_res, cfg.low_res_sizes, seed=seed + 3))
     return keras.Sequential(steps, name="augment")

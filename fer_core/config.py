@@ -64,6 +64,11 @@ class AugmentSettings(_Section):
     # a microphone, hair over an eye. 0 = off (the shipped recipe; docs/EXPERIMENTS.md has its measurement).
     erase: float = Field(0.0, ge=0.0, le=1.0)
     erase_area: tuple[float, float] = (0.02, 0.33)
+    # Low resolution: the share of training faces shrunk to one of `low_res_sizes` pixels a side and enlarged
+    # back (a blurred face). ExpW's faces are about as sharp as FER2013's at 40 pixels (docs/EXPERIMENTS.md,
+    # "Blur"), and a network trained on sharp faces alone reads blurred ones badly. 0 = off.
+    low_res: float = Field(0.0, ge=0.0, le=1.0)
+    low_res_sizes: tuple[int, ...] = (24, 28, 32, 36, 40)
 
     @field_validator("erase_area")
     @classmethod
@@ -72,6 +77,13 @@ class AugmentSettings(_Section):
         if not 0.0 < low <= high <= 1.0:
             raise ValueError(f"erase_area must be (low, high) with 0 < low <= high <= 1, got {area}")
         return area
+
+    @field_validator("low_res_sizes")
+    @classmethod
+    def _sizes_are_smaller_faces(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        if not sizes or not all(4 <= size < 48 for size in sizes):
+            raise ValueError(f"low_res_sizes must be sides of 4 to 47 pixels (faces are 48), got {sizes}")
+        return sizes
 
 
 # The narrowest compact model that trains safely. TensorFlow 2.21's oneDNN convolution kernels for AVX-512

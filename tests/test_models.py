@@ -5,6 +5,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -303,6 +304,35 @@ def test_random_erasing_covers_one_rectangle_of_some_faces():
         assert box.mean() > 0.9  # one rectangle (a few noise pixels may land on 128 exactly)
         assert box.size <= 0.33 * 48 * 48 + 2 * 48 + 1  # each side at most sqrt(0.33) of 48, rounded up
     assert len(augment.build_augmenter(AugmentSettings(erase=0.0)).layers) == 2  # off by default
+
+
+def test_low_resolution_blurs_that_share_of_faces_and_no_other():
+    """augment.low_res: that share of faces is shrunk to one of the sizes and enlarged back (blurred: less
+    pixel-to-pixel contrast, the same mean light), the others untouched; off by default; sizes are checked."""
+    rng = np.random.default_rng(4)
+    faces = np.stack([helpers.face_pattern(k % 7, rng) for k in range(400)]).astype("float32")[..., None]
+    cfg = AugmentSettings(flip=False, rotation_deg=0, shift=0, zoom=0, brightness=(1.0, 1.0), low_res=0.5)
+    aug = augment.build_augmenter(cfg, seed=6)
+    assert [type(layer).__name__ for layer in aug.layers] == ["RandomLowResolution"]
+    assert np.array_equal(np.asarray(aug(faces, training=False)), faces)
+    out = np.asarray(aug(faces, training=True))
+    blurred = np.abs(out - faces).reshape(len(faces), -1).max(axis=1) > 1e-3
+    assert 0.40 < blurred.mean() < 0.60  # 0.5 of 400 faces: a standard error of 0.025
+
+    def sharpness(b):
+        return np.abs(np.diff(b, axis=2)).mean(axis=(1, 2, 3))
+
+    assert (sharpness(out[blurred]) < 0.9 * sharpness(faces[blurred])).all()
+    assert np.allclose(out[blurred].mean(axis=(1, 2, 3)), faces[blurred].mean(axis=(1, 2, 3)), atol=3.0)
+    one_size = np.asarray(augment.RandomLowResolution(1.0, sizes=(24,), seed=1)(faces[:2], training=True))
+    expected = [cv2.resize(cv2.resize(f[..., 0], (24, 24), interpolation=cv2.INTER_AREA), (48, 48),
+                           interpolation=cv2.INTER_LINEAR) for f in faces[:2]]
+    assert np.abs(one_size[..., 0] - np.stack(expected)).mean() < 4.0  # a 2:1 shrink, as OpenCV makes it
+    layer = augment.RandomLowResolution(0.3, sizes=(20, 30))
+    assert keras.layers.deserialize(keras.layers.serialize(layer)).get_config()["sizes"] == [20, 30]
+    assert AugmentSettings().low_res == 0.0
+    with pytest.raises(ValueError, match="low_res_sizes"):
+        AugmentSettings(low_res_sizes=(48,))
 
 
 def test_tf_data_pipeline_batches_and_augments():

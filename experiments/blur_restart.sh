@@ -1,0 +1,57 @@
+#!/bin/bash
+# Blurred faces in training: each of the champion's networks restarted for a few epochs with
+# `augment.low_res` (a share of the training faces shrunk and enlarged back), beside a control (its first
+# network restarted the same way without it), all at once, then screened against the champion by the gate's
+# rules. Asks whether ExpW's faces, about as sharp as FER2013's at 40 pixels, are read better by networks
+# that have seen blurred faces (docs/EXPERIMENTS.md, "Blur").
+#
+# Usage: FER_HOME=<home> bash experiments/blur_restart.sh OUT_DIR [EPOCHS] [LEARNING_RATE] [LOW_RES]
+#   FER2013 and ExpW from ../shared/data; OUT_DIR gets the champion's networks (champ_N.keras), one run
+#   folder per restart (blur_N/, control_0/) and the screen (screen.jsonl).
+set -euo pipefail
+mkdir -p "${1:?usage: blur_restart.sh OUT_DIR [EPOCHS] [LEARNING_RATE] [LOW_RES]}"
+out=$(cd "$1" && pwd)
+epochs=${2:-8}
+rate=${3:-0.0005}
+low_res=${4:-0.5}
+root=$(cd "$(dirname "$0")/.." && pwd)
+data=$(cd "$root/../shared/data" && pwd)
+python=${PYTHON:-$root/.venv/bin/python}
+cd "$root"
+
+"$python" - "$root/fer_core/assets/baseline.keras" "$out" <<'PY'
+import sys
+from fer_core import models
+for i, network in enumerate(models.ensemble_members(models.load(sys.argv[1]))):
+    models.without_optimizer(network).save(f"{sys.argv[2]}/champ_{i}.keras")
+PY
+
+restart() {  # restart NAME NETWORK LOW_RES
+  "$python" -m fer_cli.main -q train --run-dir "$out/$1" \
+    --set data.fer2013="$data/fer2013/fer2013.csv.gz" --set data.expw="$data/expw" \
+    --set train.init_from="$2" --set augment.low_res="$3" \
+    --set train.batch_size=128 --set train.learning_rate="$rate" --set train.lr_schedule=cosine \
+    --set train.early_stopping_patience=1000 --set train.epochs="$epochs" --set train.seed=7 \
+    > "$out/$1.json" 2> "$out/$1.log"
+}
+
+shopt -s nullglob
+networks=("$out"/champ_*.keras)
+restart control_0 "${networks[0]}" 0 &
+screen=("c0=${networks[0]}" "r0=$out/control_0/model.keras")
+for i in "${!networks[@]}"; do
+  restart "blur_$i" "${networks[$i]}" "$low_res" &
+  [ "$i" = 0 ] || screen+=("c$i=${networks[$i]}")
+  screen+=("b$i=$out/blur_$i/model.keras")
+done
+failed=0
+for job in $(jobs -p); do wait "$job" || failed=1; done
+[ "$failed" = 0 ] || { echo "a restart failed: see $out/*.log" >&2; exit 1; }
+
+dataset=$("$python" -c "import json, sys
+from fer_core.config import load_settings
+from fer_core.data import dataset
+print(dataset.resolve(json.load(open(sys.argv[1]))['dataset'], load_settings()))" "$out/blur_0.json")
+against=$(printf 'c%s+' "${!networks[@]}")
+"$python" "$root/experiments/ensemble_screen.py" --dataset "$dataset" --against "${against%+}" "${screen[@]}" \
+  | tee "$out/screen.jsonl"
