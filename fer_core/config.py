@@ -66,7 +66,8 @@ class AugmentSettings(_Section):
     erase_area: tuple[float, float] = (0.02, 0.33)
     # Low resolution: the share of training faces shrunk to one of `low_res_sizes` pixels a side and enlarged
     # back (a blurred face). ExpW's faces are about as sharp as FER2013's at 40 pixels (docs/EXPERIMENTS.md,
-    # "Blur"), and a network trained on sharp faces alone reads blurred ones badly. 0 = off.
+    # "Blur"), and a network trained on sharp faces alone reads blurred ones badly. 0 = off (the shipped recipe:
+    # it taught the networks soft faces and did not move ExpW's).
     low_res: float = Field(0.0, ge=0.0, le=1.0)
     low_res_sizes: tuple[int, ...] = (24, 28, 32, 36, 40)
 

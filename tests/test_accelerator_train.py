@@ -70,7 +70,8 @@ def test_members_script_trains_each_seed_and_packs_them(tmp_path):
     data = tmp_path / "faces.npz.xz"
     data.write_bytes(lzma.compress(buf.getvalue()))
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "out"),
-           "DATASET": "ds-0123456789ab", "TRAIN_ARGS": "--width 16 --max-epochs 2", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+           "DATASET": "ds-0123456789ab", "TRAIN_ARGS": "--width 16 --max-epochs 2",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(["bash", "tools/accelerator_members.sh", str(data), "0.01", "3", "4"], cwd=root, env=env,
                           capture_output=True, text=True, timeout=600)

@@ -199,7 +199,9 @@ def test_terraform_fmt():
 
 def test_shellcheck_every_script():
     shellcheck = _need("shellcheck")
-    scripts = [ROOT / ".ci" / "run", *ROOT.glob("scripts/*.sh"), *ROOT.glob("infra/**/*.sh")]
+    scripts = [ROOT / ".ci" / "run", *ROOT.glob("scripts/*.sh"), *ROOT.glob("infra/**/*.sh"), *ROOT.glob("tools/*.sh"),
+               *ROOT.glob("experiments/*.sh")]
+    assert len(scripts) >= 5
     proc = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 

@@ -7,9 +7,10 @@
 # DATA: a dataset version's faces.npz, or the same as .npz.xz (tools/accelerator_train.py reads both). Where
 # keras or pydantic is missing, their wheels travel in .whl/ and are installed first (docs/EXPERIMENTS.md,
 # "Ten networks on a lent GPU", says which). DATASET (the version, ds-...) and FER_GIT_COMMIT (the commit the
-# tree is at) go into each run's record for scripts/ship_baseline.py. TRAIN_ARGS: more arguments for every run
-# (e.g. "--width 64" for wider networks, "--teacher T.keras" to distil; tools/accelerator_train.py --help). Writes $RUNS/s<SEED>/{best.keras,
-# history.json} and $RUNS/s<SEED>.log (RUNS defaults to runs), then $OUT/members.tar (OUT defaults to RUNS).
+# tree is at) go into each run's record for scripts/ship_baseline.py. TRAIN_ARGS: more arguments for every
+# run, split at spaces (e.g. "--width 64" for wider networks, "--teacher T.keras" to distil;
+# tools/accelerator_train.py --help). Writes $RUNS/s<SEED>/{best.keras, history.json} and $RUNS/s<SEED>.log
+# (RUNS defaults to runs), then $OUT/members.tar (OUT defaults to RUNS).
 set -u
 if [ $# -lt 3 ]; then
   echo "usage: $0 DATA MINUTES SEED [SEED...]" >&2
@@ -33,12 +34,15 @@ if [[ $data == *.xz ]]; then  # unpacked once, not once per run
   data=$unpacked
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi -L
+read -r -a extra <<< "${TRAIN_ARGS:-}"
 for seed in "$@"; do
   python3 tools/accelerator_train.py --data "$data" --out "$runs/s$seed" --seed "$seed" --minutes "$minutes" \
-    ${DATASET:+--dataset-version "$DATASET"} ${TRAIN_ARGS:-} > "$runs/s$seed.log" 2>&1 &
+    ${DATASET:+--dataset-version "$DATASET"} "${extra[@]}" > "$runs/s$seed.log" 2>&1 &
 done
 failed=0
 for job in $(jobs -p); do wait "$job" || failed=1; done
-tar -cf "$out/members.tar" -C "$runs" $(cd "$runs" && ls -d s*)
+packed=()
+for path in "$runs"/s*; do packed+=("${path##*/}"); done
+tar -cf "$out/members.tar" -C "$runs" "${packed[@]}"
 for seed in "$@"; do tail -n 1 "$runs/s$seed.log"; done
 exit $failed
