@@ -7,7 +7,7 @@ features of every face and of its mirror image are computed once; from them:
 - `head`: each network's dense layer refitted as a multinomial logistic regression on its training faces'
   features (face and mirror), ExpW's faces weighted `w` times, L2 strength `1/C`, and the four passes averaged
   as served. Whether the in-the-wild faces are limited by the decision layer or by the features under it.
-  The pick among the grid is made on the validation split; every held-out set is printed for every setting.
+  Every setting prints the validation split beside the held-out sets, so a pick can be made on validation alone.
 
 Prints one JSON line per model: accuracy and macro-F1 on each set (`fer_core.evaluate.metrics`), and ExpW's
 test faces alone (`expw_test`). Usage: python experiments/fixed_features.py --dataset DATASET_DIR [--model FILE]
