@@ -22,12 +22,9 @@ data=$(cd "$root/../shared/data" && pwd)
 python=${PYTHON:-$root/.venv/bin/python}
 cd "$root"
 
-"$python" - "$root/fer_core/assets/baseline.keras" "$out" <<'PY'
-import sys
-from fer_core import models
-for i, network in enumerate(models.ensemble_members(models.load(sys.argv[1]))):
-    models.without_optimizer(network).save(f"{sys.argv[2]}/champ_{i}.keras")
-PY
+# shellcheck source=experiments/champion_networks.sh
+. "$root/experiments/champion_networks.sh"
+save_champion_networks "$out"
 
 restart() {  # restart NAME NETWORK LOW_RES
   "$python" -m fer_cli.main -q train --run-dir "$out/$1" \
@@ -54,10 +51,4 @@ failed=0
 for job in $(jobs -p); do wait "$job" || failed=1; done
 [ "$failed" = 0 ] || { echo "a restart failed: see $out/*.log" >&2; exit 1; }
 
-dataset=$("$python" -c "import json, sys
-from fer_core.config import load_settings
-from fer_core.data import dataset
-print(dataset.resolve(json.load(open(sys.argv[1]))['dataset'], load_settings()))" "$out/blur_0.json")
-against=$(printf 'c%s+' "${!networks[@]}")
-"$python" "$root/experiments/ensemble_screen.py" --dataset "$dataset" --against "${against%+}" "${screen[@]}" \
-  | tee "$out/screen.jsonl"
+screen_against_champion "$out" "$out/blur_0.json" "${screen[@]}"

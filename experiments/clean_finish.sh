@@ -17,12 +17,9 @@ data=$(cd "$root/../shared/data" && pwd)
 python=${PYTHON:-$root/.venv/bin/python}
 cd "$root"
 
-"$python" - "$root/fer_core/assets/baseline.keras" "$out" <<'EOF'
-import sys
-from fer_core import models
-for i, network in enumerate(models.ensemble_members(models.load(sys.argv[1]))):
-    models.without_optimizer(network).save(f"{sys.argv[2]}/champ_{i}.keras")
-EOF
+# shellcheck source=experiments/champion_networks.sh
+. "$root/experiments/champion_networks.sh"
+save_champion_networks "$out"
 
 shopt -s nullglob
 networks=("$out"/champ_*.keras)
@@ -37,10 +34,4 @@ for i in "${!networks[@]}"; do
   screen+=("c$i=${networks[$i]}" "k$i=$out/clean_$i/model.keras")
 done
 
-dataset=$("$python" -c "import json, sys
-from fer_core.config import load_settings
-from fer_core.data import dataset
-print(dataset.resolve(json.load(open(sys.argv[1]))['dataset'], load_settings()))" "$out/clean_0.json")
-against=$(printf 'c%s+' "${!networks[@]}")
-"$python" "$root/experiments/ensemble_screen.py" --dataset "$dataset" --against "${against%+}" "${screen[@]}" \
-  | tee "$out/screen.jsonl"
+screen_against_champion "$out" "$out/clean_0.json" "${screen[@]}"
