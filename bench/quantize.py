@@ -1,11 +1,11 @@
 """Post-training quantization of the classifier's TFLite form: accuracy kept against speed gained.
 
-For each form (float: what ships today; dynamic: int8 weights, float activations; int8: weights and
+For each form (float: what ships today; float16: half-size weights; dynamic: int8 weights, float activations; int8: weights and
 activations, calibrated on FER2013 Training faces, never on a test set), one JSON line: accuracy and
 macro-F1 on FER2013 PublicTest and on the dataset version's ExpW test faces, agreement with the float
 form, faces/s batched and ms for one face (fer_core.evaluate.speed), and the model's size.
 
-Usage: python bench/quantize.py --model MODEL.keras --dataset DATASET_DIR [--forms float dynamic int8]
+Usage: python bench/quantize.py --model MODEL.keras --dataset DATASET_DIR [--forms float float16 dynamic int8]
        [--fer2013 ../shared/data/fer2013/fer2013.csv.gz] [--calibration 1000]
 """
 
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--model", required=True, help=".keras file")
     ap.add_argument("--dataset", required=True, help="a dataset version folder (its ExpW test faces are scored)")
     ap.add_argument("--fer2013", default=str(ROOT.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"))
-    ap.add_argument("--forms", nargs="+", default=["float", "dynamic", "int8"])
+    ap.add_argument("--forms", nargs="+", default=["float", "float16", "dynamic", "int8"])
     ap.add_argument("--calibration", type=int, default=1000, help="FER2013 Training faces for int8 ranges")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -27,12 +27,13 @@ BUCKETS = (1, 2, 4, 8)  # fixed batch sizes; a batch runs in the smallest bucket
 # face and its mirror, so 8 faces in are 16 through each network (docs/BENCHMARKS.md, "Flip averaging as one batch")
 
 
-QUANTIZE = ("float", "dynamic", "int8")
+QUANTIZE = ("float", "float16", "dynamic", "int8")
 
 
 def keras_to_tflite(model, quantize: str = "float", representative: np.ndarray | None = None) -> bytes:
-    """The model as TFLite. `quantize`: float (as trained), dynamic (int8 weights) or int8 (weights and
-    activations; `representative` training faces set the activations' ranges)."""
+    """The model as TFLite. `quantize`: float (as trained), float16 (half-size weights, widened again when the
+    runtime has no half-precision arithmetic), dynamic (int8 weights) or int8 (weights and activations;
+    `representative` training faces set the activations' ranges)."""
     import tensorflow as tf
 
     if quantize not in QUANTIZE:
@@ -49,6 +50,8 @@ def keras_to_tflite(model, quantize: str = "float", representative: np.ndarray |
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
         if quantize != "float":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
         if quantize == "int8":
             converter.representative_dataset = lambda: ([face[None]] for face in representative)
         content = converter.convert()
