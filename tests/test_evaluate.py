@@ -91,6 +91,25 @@ def test_metrics_hand_checked():
     assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3, abs=1e-6)
     expected_loss = -np.mean(np.log([0.7, 0.4, 0.9, 0.6, 0.2]))
     assert m["loss"] == pytest.approx(expected_loss, abs=1e-6)
+    assert m["accuracy_ci95"] == pytest.approx(wilson(3, 5), abs=1e-6)
+
+
+def wilson(correct: int, n: int, z: float = 1.959964) -> list[float]:
+    """The Wilson score interval from its formula, to check the library's."""
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [centre - half, centre + half]
+
+
+def test_accuracy_interval_narrows_with_more_faces():
+    """The champion's ExpW figure (261 of 651 faces) is 0.40 give or take 3.8 points; ten times the faces, 1.2."""
+    low, high = evaluate.accuracy_interval(261, 651)
+    assert [low, high] == pytest.approx(wilson(261, 651), abs=1e-6)
+    assert round(low, 3) == 0.364 and round(high, 3) == 0.439
+    low10, high10 = evaluate.accuracy_interval(2610, 6510)
+    assert low < low10 < 261 / 651 < high10 < high and high10 - low10 < 0.4 * (high - low)
+    assert evaluate.accuracy_interval(0, 10)[0] == 0.0 and evaluate.accuracy_interval(10, 10)[1] == 1.0
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy():
@@ -219,6 +238,8 @@ def test_refresh_end_to_end_rewrites_the_shipped_figure_from_a_measurement(tiny_
     card = (assets / "MODEL_CARD.md").read_text()
     assert card.count("## End to end through the detector") == 1
     assert f"end to end **{result['accuracy']:.4f}**" in card and f"`{result['detector_name']}` face detector" in card
+    low, high = result["accuracy_ci95"]
+    assert low <= result["accuracy"] <= high and f"(95% interval {low:.3f}-{high:.3f})" in card
     assert f"end to end {old_metrics['expw_test_e2e_accuracy']:.4f}" in card  # the replaced figure, named
     assert card.split("## End to end")[0] == card_before.split("## End to end")[0]  # the rest untouched
     assert "Per class on fer2013_publictest:" in card.split("## End to end")[1]

@@ -40,6 +40,11 @@ def test_training_run_logged_to_real_mlflow_server(settings_factory, small_data,
                                                                  artifact_path="classification_report.json",
                                                                  tracking_uri=mlflow_server["uri"])).read_text())
     assert report["test"]["n"] == sum(ds.stats["counts"]["test"].values())
+    card = Path(mlflow.artifacts.download_artifacts(run_id=run.run_id, artifact_path="model_card.md",
+                                                    tracking_uri=mlflow_server["uri"])).read_text()
+    low, high = report["test"]["accuracy_ci95"]
+    assert low <= report["test"]["accuracy"] <= high
+    assert f"| test | {report['test']['n']} | {report['test']['accuracy']:.4f} | {low:.3f}-{high:.3f} |" in card
     # the logged model carries a signature and an input example, and reloads through our loader
     info = mlflow.models.get_model_info(run.model_uri)
     assert info.signature is not None and info.saved_input_example_info is not None
