@@ -13,8 +13,9 @@ pipeline, which measures it.
 `--refresh` first re-estimates each network's batch-norm statistics as the pipeline does before it averages
 (`fer_core.train.finish`: the same seeded sample of clean training faces and their mirrors), for networks
 trained elsewhere (tools/accelerator_train.py) or before the refresh existed; a refreshed network is unchanged
-by it. `val` (the validation split) is scored beside the held-out sets, so a pick can be made on it alone and
-the held-out sets and the gate left to judge the pick; `--sizes 1,2` limits the combinations (all by default).
+by it. `val` (the validation split) is scored beside the held-out sets, and so are its faces of each source alone
+(`val_fer2013`, `val_expw`), so a pick can be made on validation alone and the held-out sets and the gate left to
+judge the pick; `--sizes 1,2` limits the combinations (all by default).
 
 Usage: python experiments/ensemble_screen.py --dataset DATASET_DIR [--against A+B] [--refresh] [--sizes 1,2]
        NAME=FILE.keras NAME=FILE.keras [...]
@@ -56,7 +57,7 @@ def main() -> None:
     if set(reference) - set(named):
         ap.error(f"--against names networks not given: {', '.join(sorted(set(reference) - set(named)))}")
     data = dataset.load(args.dataset)
-    sets = {"val": data.splits["val"], **data.eval_sets()}
+    sets = {"val": data.splits["val"], **validation_by_source(data), **data.eval_sets()}
     settings = load_settings(None, [], environ={})
     probs: dict[str, dict[str, np.ndarray]] = {}
     for name, path in named.items():
@@ -79,6 +80,16 @@ def main() -> None:
             if reference and set(combo) != set(reference):
                 line["gate"] = gate_against(combo, reference, benchmarks, sets, average, cfg)
             print(json.dumps(line), flush=True)
+
+
+def validation_by_source(data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The validation split's faces of each source alone (`val_fer2013`, `val_expw`), so that a pick can weigh
+    the in-the-wild faces without looking at a held-out set."""
+    x, y = data.splits["val"]
+    src = data.sources.get("val")
+    if src is None or len(src) != len(y):
+        return {}
+    return {f"val_{name}": (x[src == name], y[src == name]) for name in sorted(set(src))}
 
 
 def gate_against(combo, reference, benchmarks, sets, average, cfg) -> dict:
