@@ -4,7 +4,9 @@ ExpW's faces come from downscaled web photos; FER2013's are sharp 48-pixel crops
 variance of each face's Laplacian (its median per set). The model is then scored on FER2013 PublicTest with
 every face shrunk to a smaller side (OpenCV's area average, as `fer_core.crop` shrinks) and enlarged back
 (bilinear): how much of its accuracy a soft face costs, and how soft ExpW's faces are in those terms. ExpW's
-test faces are also scored by quartile of their own sharpness. One JSON line each.
+test faces are also scored by quartile of their own sharpness. One JSON line each. (The pipeline's
+`<set>_at_<N>px` sets enlarge with the crop's own resize instead, `fer_core.crop.as_seen_at`: what the worker
+makes of a small face, a little blockier than bilinear, so their figures differ from these.)
 
 Usage: python experiments/sharpness.py --dataset DATASET_DIR [--model FILE.keras] [--sizes 40,32,24,16]
 """

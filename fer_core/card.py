@@ -107,6 +107,10 @@ def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[s
     for name, r in results.items():
         lines.append(f"| {name} | {r['n']} | {r['accuracy']:.4f} | {interval(r)} | {r['macro_f1']:.4f} "
                      f"| {r['loss']:.4f} | {r.get('ece', float('nan')):.4f} |")
+    if any("_at_" in name for name in results):
+        lines += ["", "`<set>_at_<N>px`: the set's faces as a face N pixels wide in a frame reaches the classifier "
+                  "(shrunk, enlarged back by the shared crop: `fer_core.crop.as_seen_at`), for faces far from the "
+                  "camera and low-resolution streams; reported, not gated."]
     if end_to_end:
         lines += ["", *end_to_end_section(end_to_end)]
     for set_name in ("fer2013_publictest", "test"):

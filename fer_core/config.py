@@ -202,6 +202,17 @@ class PipelineSettings(_Section):
     retries: int = 3
     retry_delay_s: float = 2.0
     extra_eval: dict[str, str] = Field(default_factory=dict)  # name -> path of extra evaluation sets
+    # FER2013's fixed test sets scored again with each face as a face this many pixels wide reaches the classifier
+    # (`<set>_at_<N>px`, fer_core.crop.as_seen_at): how a far face or a low-resolution stream is read. Reported, not gated.
+    face_sizes: list[int] = Field(default_factory=lambda: [40, 32, 24])
+
+    @field_validator("face_sizes")
+    @classmethod
+    def _face_sizes(cls, sizes: list[int]) -> list[int]:
+        bad = [size for size in sizes if not 8 <= size < 48]
+        if bad:
+            raise ValueError(f"face sizes are 8-47 pixels (48 is the set itself), got {bad}")
+        return sizes
 
 
 class ServeSettings(_Section):

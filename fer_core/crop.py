@@ -59,3 +59,19 @@ def crop_faces(gray: np.ndarray, boxes: np.ndarray, margin: float) -> np.ndarray
         if face is not None:
             out[i] = face
     return out
+
+
+def as_seen_at(faces: np.ndarray, side: int) -> np.ndarray:
+    """48x48 faces as the classifier gets them from a face `side` pixels wide in a frame: shrunk to that side
+    (the detail a smaller face holds), then enlarged back by `crop_face`'s own resize: a face far from the
+    camera, or a low-resolution stream."""
+    if not 2 <= side <= FACE:
+        raise ValueError(f"a face side must be 2-{FACE} pixels, got {side}")
+    faces = np.asarray(faces, np.uint8)
+    if side == FACE:
+        return faces.copy()
+    out = np.empty((len(faces), FACE, FACE), np.uint8)
+    for i, face in enumerate(faces):
+        small = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+        out[i] = cv2.resize(small, (FACE, FACE), interpolation=cv2.INTER_AREA)
+    return out

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from fer_core import storage
+from fer_core import crop, storage
 from fer_core.data import expw, fer2013
 from fer_core.data.table import FACE
 from fer_core.labels import EMOTIONS, NUM_CLASSES, label_index
@@ -48,6 +48,15 @@ def metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     return {"n": int(n), "accuracy": round(correct / n, 6), "accuracy_ci95": accuracy_interval(correct, n),
             "macro_f1": round(float(np.mean(f1s)), 6), "loss": round(loss, 6),
             "ece": round(expected_calibration_error(y_true, probs), 6), "per_class": per_class, "confusion": confusion.tolist()}
+
+
+def at_face_sizes(sets: dict[str, tuple[np.ndarray, np.ndarray]], sides: list[int]
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """FER2013's fixed test sets (sharp 48-pixel crops) as faces `side` pixels wide reach the classifier
+    (`crop.as_seen_at`), one set per side: `<set>_at_<side>px`: what a far face or a low-resolution stream
+    costs."""
+    return {f"{name}_at_{side}px": (crop.as_seen_at(x, side), y)
+            for name, (x, y) in sets.items() if name.startswith("fer2013_") for side in sides}
 
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "loss")

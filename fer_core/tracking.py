@@ -167,6 +167,7 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
         clf = Classifier.from_keras(tr.model)
         sets = ds.eval_sets()
         sets.update(extra_eval_sets(settings))
+        sets.update(evaluate.at_face_sizes(sets, settings.pipeline.face_sizes))
         results = evaluate_sets(clf, sets)
         speed = evaluate.speed(clf)
         metrics = evaluate.flat_metrics(results)

@@ -33,10 +33,16 @@ def test_token_from_its_own_variable():
 
 @pytest.mark.parametrize("override", ["train.epochs=many", "train.nope=1", "nosection.x=1", "novalue",
                                       "augment.erase=1.5", "augment.erase_area=[0.3,0.1]",
-                                      "augment.erase_area=[0,0.2]", "augment.erase_area=[0.1,2]"])
+                                      "augment.erase_area=[0,0.2]", "augment.erase_area=[0.1,2]",
+                                      "pipeline.face_sizes=[48]", "pipeline.face_sizes=[40,4]"])
 def test_bad_settings_are_clear_errors(override):
     with pytest.raises(ConfigError):
         load_settings(None, [override], environ={})
+
+
+def test_face_sizes_default_and_may_be_turned_off():
+    assert load_settings(None, [], environ={}).pipeline.face_sizes == [40, 32, 24]
+    assert load_settings(None, ["pipeline.face_sizes=[]"], environ={}).pipeline.face_sizes == []
 
 
 def test_erase_area_accepts_a_range_of_fractions():

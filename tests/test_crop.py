@@ -2,6 +2,7 @@
 
 import cv2
 import numpy as np
+import pytest
 
 from fer_core import crop, evaluate
 from fer_core.data import expw
@@ -44,6 +45,25 @@ def test_crop_is_the_grown_region_resized_with_inter_area():
     # a box outside the image gives a black face, not an error (the worker keeps its batch shape)
     outside = crop.crop_faces(gray, np.array([[500, 500, 20, 20]]), 0.1)
     assert (outside == 0).all() and crop.crop_face(gray, (10, 10, 0, 5), 0.1) is None
+
+
+def test_a_face_seen_smaller_is_what_the_crop_makes_of_a_small_face_in_a_frame():
+    """`as_seen_at` (the pipeline's `<set>_at_<N>px` sets, `fer evaluate --face-size`) is exactly the crop of the
+    same face drawn N pixels wide in a frame, and it loses the more of the face, the smaller N is."""
+    face = cv2.GaussianBlur(np.random.default_rng(3).integers(0, 256, (48, 48), dtype=np.uint8), (3, 3), 0)
+    lost = {48: 0.0}
+    for side in (40, 24, 12):
+        frame = np.full((120, 160), 40, np.uint8)
+        frame[30:30 + side, 50:50 + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
+        seen = crop.as_seen_at(face[None], side)
+        assert seen.shape == (1, 48, 48) and seen.dtype == np.uint8
+        assert (seen[0] == crop.crop_face(frame, (50, 30, side, side), 0.0)).all(), side
+        lost[side] = float(np.abs(seen[0].astype(np.float32) - face).mean())
+    assert lost[48] < lost[40] < lost[24] < lost[12]
+    assert (crop.as_seen_at(face[None], 48)[0] == face).all()
+    for bad in (1, 49):
+        with pytest.raises(ValueError, match="face side"):
+            crop.as_seen_at(face[None], bad)
 
 
 def test_training_crops_expw_boxes_with_the_same_function():

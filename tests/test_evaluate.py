@@ -170,6 +170,35 @@ def test_cli_evaluate_reports_speed_and_bad_inputs(model_file, tmp_path):
     assert bad_model.returncode == 1 and "model file not found" in bad_model.stderr
 
 
+def test_cli_evaluate_face_size_scores_the_faces_as_a_smaller_face_reaches_the_classifier(tiny_model_path, tmp_path):
+    """`--face-size 24` gives exactly the figures of the same faces made 24 pixels wide beforehand
+    (`crop.as_seen_at`), not those of the faces as they are; a size outside 8-47 is a clear error."""
+    from fer_core import crop
+    from tests.helpers import face_pattern
+
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(7), 4)
+    faces = np.stack([face_pattern(int(k), rng) for k in y])
+
+    def csv(path: Path, x: np.ndarray) -> Path:
+        path.write_text("emotion,pixels,Usage\n" + "".join(f"{label},{' '.join(map(str, face.ravel()))},PublicTest\n"
+                                                            for label, face in zip(y, x, strict=True)))
+        return path
+
+    base = [sys.executable, "-m", "fer_cli", "evaluate", "--model", str(tiny_model_path), "--no-speed",
+            "--set", f"home={tmp_path / 'home'}", "--data"]
+    run = lambda *args: json.loads(subprocess.run([*base, *args], check=True, capture_output=True,  # noqa: E731
+                                                  text=True).stdout)
+    as_they_are = run(str(csv(tmp_path / "sharp.csv", faces)))
+    seen_at_24 = run(str(tmp_path / "sharp.csv"), "--face-size", "24")
+    made_smaller = run(str(csv(tmp_path / "small.csv", crop.as_seen_at(faces, 24))))
+    assert seen_at_24["face_size"] == 24 and "face_size" not in as_they_are
+    assert seen_at_24["loss"] == made_smaller["loss"] and seen_at_24["confusion"] == made_smaller["confusion"]
+    assert seen_at_24["loss"] != as_they_are["loss"]
+    bad = subprocess.run([*base, str(tmp_path / "sharp.csv"), "--face-size", "48"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "--face-size is 8-47 pixels" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_cli_predict_faces_and_bad_files(tiny_model_path, tmp_path):
     import matplotlib.cbook
 

@@ -30,8 +30,10 @@ def test_training_run_logged_to_real_mlflow_server(settings_factory, small_data,
     assert [m.step for m in history] == [0, 1]
     for key in ("categorical_accuracy", "loss", "val_loss"):
         assert len(client.get_metric_history(run.run_id, key)) == 2
-    for key in ("test_accuracy", "test_macro_f1", "fer2013_publictest_accuracy", "faces_per_s", "single_face_ms"):
+    for key in ("test_accuracy", "test_macro_f1", "fer2013_publictest_accuracy", "faces_per_s", "single_face_ms",
+                "fer2013_publictest_at_40px_accuracy", "fer2013_publictest_at_24px_accuracy"):
         assert key in r.data.metrics
+    assert not any(key.startswith("test_at_") for key in r.data.metrics)  # only FER2013's sharp fixed sets
     assert r.inputs.dataset_inputs[0].dataset.name == ds.version
     artifacts = {a.path for a in client.list_artifacts(run.run_id)}
     assert {"learning_curves.png", "confusion_test.png", "classification_report.json", "model_card.md",
@@ -45,6 +47,10 @@ def test_training_run_logged_to_real_mlflow_server(settings_factory, small_data,
     low, high = report["test"]["accuracy_ci95"]
     assert low <= report["test"]["accuracy"] <= high
     assert f"| test | {report['test']['n']} | {report['test']['accuracy']:.4f} | {low:.3f}-{high:.3f} |" in card
+    small = report["fer2013_publictest_at_24px"]
+    assert small["n"] == report["fer2013_publictest"]["n"] and small["loss"] != report["fer2013_publictest"]["loss"]
+    assert f"| fer2013_publictest_at_24px | {small['n']} | {small['accuracy']:.4f} |" in card
+    assert "`<set>_at_<N>px`" in card
     # the logged model carries a signature and an input example, and reloads through our loader
     info = mlflow.models.get_model_info(run.model_uri)
     assert info.signature is not None and info.saved_input_example_info is not None
