@@ -72,6 +72,7 @@ def realtime(settings: Settings, video: str, model_uri: str, detector: str = "fu
         raise undecodable(video, run["corrupt_frames"])
     ref = reference_boxes(video)
     kept, total, extra = match_reference(ref, [res.detections.boxes for res in results])
+    widths = np.concatenate([res.detections.boxes[:, 2] for res in results if len(res.detections.boxes)] or [[]])
     naive_fps = naive_loop(video, str(registry.resolve(model_uri, settings).path), naive_frames) if naive_frames else 0
     return {"video": video, "detector": detector, "scan_every": scan_every if detector == "track" else None,
             "hold": hold if detector == "track" else None,
@@ -85,5 +86,8 @@ def realtime(settings: Settings, video: str, model_uri: str, detector: str = "fu
                               for stage in ("detect", "classify")},
             "reference_faces": total, "kept": round(kept / total, 4) if total else 1.0,
             "extra": extra,  # boxes the reference does not have on that frame
+            # how wide the faces it found were: the card's `<set>_at_<N>px` rows say how faces that size are read
+            "face_width_px": {name: round(float(np.percentile(widths, q)), 1) for name, q in
+                              (("min", 0), ("p10", 10), ("median", 50), ("p90", 90))} if len(widths) else {},
             "naive_fps": round(naive_fps, 2), "speedup": round(run["fps"] / naive_fps, 2) if naive_fps else None,
             "model_version": run["model_version"]}

@@ -324,6 +324,8 @@ def test_bench_realtime_reports_speed_and_faces_kept(video, tiny_model_path, tmp
     assert out["fps"] > 0 and 0 < out["p50_ms"] <= out["p95_ms"] and out["naive_fps"] > 0
     stages = out["stage_mean_ms"]  # a part of each frame's time, so together under the frame's mean
     assert stages["detect"] > 0 and stages["classify"] > 0 and sum(stages.values()) < 1000 / out["fps"]
+    width = out["face_width_px"]  # the video's faces are close-ups (131 pixels at the median, 2026-12-04)
+    assert 30 <= width["min"] <= width["p10"] <= width["median"] <= width["p90"] <= 336 and width["median"] > 100
 
 
 @pytest.mark.slow
