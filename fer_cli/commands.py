@@ -90,19 +90,18 @@ def _model_uri(settings, model: str | None) -> str:
 
 def cmd_evaluate(args) -> int:
     from fer_cli.output import emit
-    from fer_core import evaluate, registry
+    from fer_core import crop, evaluate, registry
 
     s = _settings(args)
-    if args.face_size and not 8 <= args.face_size < 48:
-        raise ValueError(f"--face-size is 8-47 pixels (48 is the faces as they are), got {args.face_size}")
+    if args.face_size and args.face_size not in crop.SEEN_SIDES:
+        raise ValueError(f"--face-size is {crop.SEEN_SIDES.start}-{crop.SEEN_SIDES.stop - 1} pixels (48 is the "
+                         f"faces as they are), got {args.face_size}")
     if args.through_detector:
         return _evaluate_through_detector(args, s)
     x, y, info = evaluate.load_eval_data(args.data, args.format, args.usage)
     if len(y) == 0:
         raise ValueError(f"no labelled faces in {args.data} ({info})")
     if args.face_size:
-        from fer_core import crop
-
         x = crop.as_seen_at(x, args.face_size)
     clf = registry.load_classifier(_model_uri(s, args.model), s)
     probs = clf.predict(x)

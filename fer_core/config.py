@@ -209,9 +209,12 @@ class PipelineSettings(_Section):
     @field_validator("face_sizes")
     @classmethod
     def _face_sizes(cls, sizes: list[int]) -> list[int]:
-        bad = [size for size in sizes if not 8 <= size < 48]
+        from fer_core.crop import SEEN_SIDES
+
+        bad = [size for size in sizes if size not in SEEN_SIDES]
         if bad:
-            raise ValueError(f"face sizes are 8-47 pixels (48 is the set itself), got {bad}")
+            raise ValueError(f"face sizes are {SEEN_SIDES.start}-{SEEN_SIDES.stop - 1} pixels (48 is the set "
+                             f"itself), got {bad}")
         return sizes
 
 

@@ -61,12 +61,15 @@ def crop_faces(gray: np.ndarray, boxes: np.ndarray, margin: float) -> np.ndarray
     return out
 
 
+SEEN_SIDES = range(8, FACE)  # the face widths `as_seen_at` models: below 8 pixels a face says nothing
+
+
 def as_seen_at(faces: np.ndarray, side: int) -> np.ndarray:
     """48x48 faces as the classifier gets them from a face `side` pixels wide in a frame: shrunk to that side
     (the detail a smaller face holds), then enlarged back by `crop_face`'s own resize: a face far from the
     camera, or a low-resolution stream."""
-    if not 2 <= side <= FACE:
-        raise ValueError(f"a face side must be 2-{FACE} pixels, got {side}")
+    if side != FACE and side not in SEEN_SIDES:
+        raise ValueError(f"a face side must be {SEEN_SIDES.start}-{FACE} pixels, got {side}")
     faces = np.asarray(faces, np.uint8)
     if side == FACE:
         return faces.copy()
