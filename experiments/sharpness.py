@@ -4,9 +4,9 @@ ExpW's faces come from downscaled web photos; FER2013's are sharp 48-pixel crops
 variance of each face's Laplacian (its median per set). The model is then scored on FER2013 PublicTest with
 every face shrunk to a smaller side (OpenCV's area average, as `fer_core.crop` shrinks) and enlarged back
 (bilinear): how much of its accuracy a soft face costs, and how soft ExpW's faces are in those terms. ExpW's
-test faces are also scored by quartile of their own sharpness. One JSON line each. (The pipeline's
-`<set>_at_<N>px` sets enlarge with the crop's own resize instead, `fer_core.crop.as_seen_at`: what the worker
-makes of a small face, a little blockier than bilinear, so their figures differ from these.)
+test faces are also scored by quartile of their own sharpness. One JSON line each. (`fer_core.crop.as_seen_at`
+with a bilinear enlargement; the pipeline's `<set>_at_<N>px` sets keep the crop's own, what the worker makes of a
+small face, a little blockier, so their figures differ from these.)
 
 Usage: python experiments/sharpness.py --dataset DATASET_DIR [--model FILE.keras] [--sizes 40,32,24,16]
 """
@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fer_core import evaluate  # noqa: E402
+from fer_core import crop, evaluate  # noqa: E402
 from fer_core.classify import Classifier  # noqa: E402
 from fer_core.data import dataset  # noqa: E402
 from fer_core.data.table import FACE  # noqa: E402
@@ -33,12 +33,6 @@ from fer_core.data.table import FACE  # noqa: E402
 def sharpness(faces: np.ndarray) -> np.ndarray:
     """Variance of each face's Laplacian: high for sharp edges, low for soft ones."""
     return np.array([cv2.Laplacian(f.astype(np.float32), cv2.CV_32F).var() for f in faces])
-
-
-def softened(faces: np.ndarray, side: int) -> np.ndarray:
-    """Each face shrunk to `side` pixels and enlarged back to 48."""
-    return np.stack([cv2.resize(cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA), (FACE, FACE),
-                                interpolation=cv2.INTER_LINEAR) for f in faces])
 
 
 def main() -> None:
@@ -53,7 +47,7 @@ def main() -> None:
         print(json.dumps({"set": name, "n": len(x), "sharpness_median": round(float(np.median(sharpness(x))), 1)}))
     x, y = held["fer2013_publictest"]
     for side in [FACE] + [int(s) for s in args.sizes.split(",") if s]:
-        faces = x if side == FACE else softened(x, side)
+        faces = x if side == FACE else crop.as_seen_at(x, side, enlarge=cv2.INTER_LINEAR)
         m = evaluate.metrics(y, classifier.predict(faces))
         print(json.dumps({"set": "fer2013_publictest", "model": args.model, "side": side, "accuracy": m["accuracy"],
                           "macro_f1": m["macro_f1"], "sharpness_median": round(float(np.median(sharpness(faces))), 1)}),

@@ -58,9 +58,9 @@ def end_to_end_section(e: dict[str, Any]) -> list[str]:
 
 
 def interval(result: dict[str, Any]) -> str:
-    """An accuracy's 95% interval as the card prints it; results recorded before intervals existed have none."""
-    low_high = result.get("accuracy_ci95")
-    return f"{low_high[0]:.3f}-{low_high[1]:.3f}" if low_high else "-"
+    """An accuracy's 95% interval (`evaluate.accuracy_interval`) as the card prints it."""
+    low, high = result["accuracy_ci95"]
+    return f"{low:.3f}-{high:.3f}"
 
 
 def bn_refresh_line(done: dict[str, Any]) -> str:

@@ -64,10 +64,10 @@ def crop_faces(gray: np.ndarray, boxes: np.ndarray, margin: float) -> np.ndarray
 SEEN_SIDES = range(8, FACE)  # the face widths `as_seen_at` models: below 8 pixels a face says nothing
 
 
-def as_seen_at(faces: np.ndarray, side: int) -> np.ndarray:
+def as_seen_at(faces: np.ndarray, side: int, enlarge: int = cv2.INTER_AREA) -> np.ndarray:
     """48x48 faces as the classifier gets them from a face `side` pixels wide in a frame: shrunk to that side
     (the detail a smaller face holds), then enlarged back by `crop_face`'s own resize: a face far from the
-    camera, or a low-resolution stream."""
+    camera, or a low-resolution stream. `enlarge`: another OpenCV interpolation, to compare (experiments)."""
     if side != FACE and side not in SEEN_SIDES:
         raise ValueError(f"a face side must be {SEEN_SIDES.start}-{FACE} pixels, got {side}")
     faces = np.asarray(faces, np.uint8)
@@ -76,5 +76,5 @@ def as_seen_at(faces: np.ndarray, side: int) -> np.ndarray:
     out = np.empty((len(faces), FACE, FACE), np.uint8)
     for i, face in enumerate(faces):
         small = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
-        out[i] = cv2.resize(small, (FACE, FACE), interpolation=cv2.INTER_AREA)
+        out[i] = cv2.resize(small, (FACE, FACE), interpolation=enlarge)
     return out
