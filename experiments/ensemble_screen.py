@@ -61,7 +61,7 @@ def main() -> None:
     settings = load_settings(None, [], environ={})
     probs: dict[str, dict[str, np.ndarray]] = {}
     for name, path in named.items():
-        network = models.without_optimizer(models.ensemble_members(models.load(path))[0])
+        network = models.for_serving(models.ensemble_members(models.load(path))[0])
         if args.refresh:
             refresh_statistics(network, data.splits["train"][0], settings.train)
         classifier = Classifier(keras_to_tflite(models.with_flip_average(network)))

@@ -38,7 +38,7 @@ def score(net, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict
 
 def network(path: str):
     """The bare network of a saved model, without training state (a fresh copy each call)."""
-    return models.without_optimizer(models.ensemble_members(models.load(path))[0])
+    return models.for_serving(models.ensemble_members(models.load(path))[0])
 
 
 def main() -> None:

@@ -10,6 +10,8 @@ An `ensemble` is assembled from trained models (`train.members`).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -61,7 +63,7 @@ def build_compact(width: int = 28, dropout: float = 0.3, mean: float = 128.0, st
     x = layers.ReLU(name="head_relu")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="emotion")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="emotion")(x)
     return keras.Model(inputs, outputs, name="compact")
 
 
@@ -115,18 +117,38 @@ def build_transfer(name: str, input_size: int = 96, weights: str | None = "image
     x = base(x, training=False) if weights else base(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="emotion")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="emotion")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
 def build(name: str, *, width: int = 28, dropout: float = 0.3, input_size: int = 96,
-          weights: str | None = "imagenet", mean: float = 128.0, std: float = 64.0) -> keras.Model:
-    """Build a zoo model by name."""
-    if name == "compact":
-        return build_compact(width=width, dropout=dropout, mean=mean, std=std)
-    if name in _APPS:
-        return build_transfer(name, input_size=input_size, weights=weights or None, dropout=dropout)
+          weights: str | None = "imagenet", mean: float = 128.0, std: float = 64.0,
+          precision: str = "float32") -> keras.Model:
+    """Build a zoo model by name, computing in `precision` (`computing_in`)."""
+    with computing_in(precision):
+        if name == "compact":
+            return build_compact(width=width, dropout=dropout, mean=mean, std=std)
+        if name in _APPS:
+            return build_transfer(name, input_size=input_size, weights=weights or None, dropout=dropout)
     raise ValueError(f"unknown model {name!r}; the zoo has {', '.join(ZOO)}")
+
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@contextmanager
+def computing_in(precision: str) -> Iterator[None]:
+    """Layers built inside compute in `precision`: "float32", or a Keras mixed policy ("mixed_bfloat16":
+    bfloat16 arithmetic on float32 weights, which CPUs with AMX or AVX-512 BF16 and GPUs run faster; the
+    output layers stay float32). Training only: `for_serving` turns such a model back into float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
 
 
 @keras.saving.register_keras_serializable(package="fer")
@@ -189,7 +211,7 @@ def ensemble(members: list[keras.Model]) -> keras.Model:
     one of them, at the sum of their compute (two compact members fit the worker's speed targets, more
     suit the `analysis` alias: docs/BENCHMARKS.md). Members saved with flip averaging or a temperature are
     unwrapped: flip (`with_flip_average`) and calibrate (`with_temperature`) the ensemble as a whole; save it
-    `without_optimizer` (fer_core.train does), since members loaded from training runs are still compiled.
+    `for_serving` (fer_core.train does), since members loaded from training runs are still compiled.
     A member that is itself an ensemble (the champion) gives its own members, so every network weighs the same.
     """
     networks = [net for member in members for net in ensemble_members(member)]
@@ -263,19 +285,26 @@ def unwrap(model: keras.Model) -> keras.Model:
     return model
 
 
-def _drop_compile_config(config):
+_HALF = ("bfloat16", "float16", "mixed_bfloat16", "mixed_float16")
+
+
+def _served_config(config):
+    """A model's config without its compile config, every half-precision dtype made float32."""
     if isinstance(config, dict):
-        return {k: _drop_compile_config(v) for k, v in config.items() if k != "compile_config"}
+        return {k: "float32" if v in _HALF else _served_config(v)
+                for k, v in config.items() if k != "compile_config"}
     if isinstance(config, list):
-        return [_drop_compile_config(v) for v in config]
+        return [_served_config(v) for v in config]
     return config
 
 
-def without_optimizer(model: keras.Model) -> keras.Model:
-    """A copy with the same weights and no training state. A compiled network saved inside a wrapper (flip
-    averaging, an ensemble) otherwise carries its optimizer's config and moments: 2 floats per weight, dead
-    weight in a served model (the shipped ensemble was 3.9 MB for 294k parameters)."""
-    config = _drop_compile_config(keras.saving.serialize_keras_object(model))
+def for_serving(model: keras.Model) -> keras.Model:
+    """A copy with the same weights, no training state, computing in float32. A compiled network saved inside
+    a wrapper (flip averaging, an ensemble) otherwise carries its optimizer's config and moments: 2 floats per
+    weight, dead weight in a served model (the shipped ensemble was 3.9 MB for 294k parameters); one trained
+    in mixed precision (`train.precision`) would otherwise answer in bfloat16, which TFLite and the worker's
+    answers are not measured in. Its weights are float32 either way, so nothing is lost."""
+    config = _served_config(keras.saving.serialize_keras_object(model))
     fresh = keras.saving.deserialize_keras_object(config, safe_mode=True)
     fresh.set_weights(model.get_weights())
     return fresh
@@ -298,9 +327,16 @@ def set_base_trainable(model: keras.Model, trainable: bool, pretrained: bool = T
                         sub.trainable = False
 
 
+def _computes_in_half(model: keras.Model) -> bool:
+    return any(layer.dtype_policy.compute_dtype in ("bfloat16", "float16")
+               or (isinstance(layer, keras.Model) and _computes_in_half(layer)) for layer in model.layers)
+
+
 def load(path: str) -> keras.Model:
-    """Load a saved `.keras` model with safe_mode=True (no arbitrary code)."""
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+    """Load a saved `.keras` model with safe_mode=True (no arbitrary code); a checkpoint saved while training
+    in mixed precision comes back computing in float32 (`for_serving`), as every model is served and scored."""
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    return for_serving(model) if _computes_in_half(model) else model
 
 
 def face_stats(faces: np.ndarray) -> tuple[float, float]:

@@ -88,7 +88,8 @@ def make_optimizer(t: TrainSettings, learning_rate: float) -> keras.optimizers.O
     return keras.optimizers.Adam(learning_rate, weight_decay=decay)
 
 
-def _compile(model: keras.Model, optimizer: keras.optimizers.Optimizer, label_smoothing: float) -> None:
+def compile_for_training(model: keras.Model, optimizer: keras.optimizers.Optimizer, label_smoothing: float) -> None:
+    """The loss and metric every phase trains with (bench/train_speed.py times this very step)."""
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
@@ -173,6 +174,24 @@ def warm_start(model: keras.Model, path: str) -> None:
     log.info("weights initialised from %s", path)
 
 
+def check_precision(precision: str) -> None:
+    """Refuse, before any training, a `train.precision` this machine's TensorFlow cannot compute convolutions
+    in: on a CPU, oneDNN runs bfloat16 ones only with AVX-512 BF16 or AMX units (not on an AVX2 CPU, nor under
+    ONEDNN_MAX_CPU_ISA=AVX2), and would otherwise fail at the first batch with an opaque error."""
+    if precision == "float32":
+        return
+    import tensorflow as tf
+
+    dtype = precision.removeprefix("mixed_")
+    faces = tf.zeros((1, 8, 8, 4), dtype)
+    try:
+        tf.nn.conv2d(faces, tf.zeros((3, 3, 4, 4), dtype), 1, "SAME")
+        tf.nn.depthwise_conv2d(faces, tf.zeros((3, 3, 4, 1), dtype), [1, 1, 1, 1], "SAME")
+    except tf.errors.OpError as e:
+        raise ValueError(f"train.precision={precision}: TensorFlow cannot compute convolutions in {dtype} on this "
+                         f"machine (a CPU needs AVX-512 BF16 or AMX for bfloat16); use train.precision=float32") from e
+
+
 def refresh_statistics(model: keras.Model, train_faces: np.ndarray, t: TrainSettings) -> tuple[int, int]:
     """Batch-norm statistics re-estimated on a seeded sample of `t.bn_refresh_faces` clean training faces (and
     their mirrors when the model is served flip-averaged); (layers refreshed, faces used)."""
@@ -188,7 +207,7 @@ def finish(model: keras.Model, settings: Settings, val: tuple[np.ndarray, np.nda
     on the validation split, each source weighing the same (`train.calibrate`). Also what was done, for the
     run's record: `bn_refresh` (layers, faces) and `calibration` (its figures), each empty when skipped."""
     t = settings.train
-    model = models.without_optimizer(model)
+    model = models.for_serving(model)
     done: dict[str, dict] = {"bn_refresh": {}, "calibration": {}}
     if t.bn_refresh_faces and train_faces is not None and len(train_faces):
         layers, faces = refresh_statistics(model, train_faces, t)
@@ -232,6 +251,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
     run_dir.mkdir(parents=True, exist_ok=True)
     if t.model == models.ENSEMBLE:
         return assemble(settings, run_dir, splits["val"], (sources or {}).get("val"), splits["train"][0])
+    check_precision(t.precision)
     keras.utils.set_random_seed(t.seed)
     if t.threads:
         import tensorflow as tf
@@ -245,7 +265,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
         x_train, y_train = weight_sources(x_train, y_train, sources["train"], t.source_weights, t.seed)
     mean, std = models.face_stats(x_train)
     model = models.build(t.model, width=t.width, dropout=t.dropout, input_size=t.input_size,
-                         weights=t.weights, mean=mean, std=std)
+                         weights=t.weights, mean=mean, std=std, precision=t.precision)
     if t.init_from:
         warm_start(model, t.init_from)
     distilled: dict[str, float] = {}
@@ -275,7 +295,7 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
             break
         if phase == "fine_tune":
             models.set_base_trainable(model, True)
-        _compile(model, make_optimizer(t, lr), t.label_smoothing)
+        compile_for_training(model, make_optimizer(t, lr), t.label_smoothing)
         progress = _Progress(run_dir / "progress.json", phase)
         cbs = [
             keras.callbacks.BackupAndRestore(str(run_dir / f"backup_{phase}"), save_freq="epoch"),

@@ -524,3 +524,55 @@ def test_sgd_with_nesterov_momentum_and_weight_decay(settings_factory, tmp_path)
     assert np.allclose(weight.numpy(), 1 - 0.1 * 0.5)
     with pytest.raises(ValueError):
         settings_factory("train.optimizer=rmsprop")
+
+
+def test_mixed_precision_trains_in_bfloat16_and_saves_a_float32_model(settings_factory, tmp_path):
+    """train.precision=mixed_bfloat16: the network trains computing in bfloat16 (its weights float32, its output
+    float32), and every saved form computes in float32 again: the served model, and the training checkpoint
+    once loaded; their answers are the same network's in float32; the global policy is left as it was."""
+    try:
+        train.check_precision("mixed_bfloat16")
+    except ValueError as e:
+        pytest.skip(f"this CPU has no bfloat16 convolutions (the refusal has its own test): {e}")
+    x, y = _real_subset(4)
+    s = settings_factory("train.epochs=2", "train.batch_size=16", "train.width=16", "train.precision=mixed_bfloat16",
+                         "train.bn_refresh_faces=0")
+    built = models.build("compact", width=16, precision="mixed_bfloat16")
+    assert built.get_layer("block1_sep1").compute_dtype == "bfloat16"
+    assert built.get_layer("block1_sep1").variable_dtype == "float32"
+    assert built.get_layer("emotion").compute_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"
+
+    result = train.train(s, {"train": (x, y), "val": (x, y)}, tmp_path / "run")
+    assert np.isfinite(result.history["loss"]).all()
+    checkpoint = keras.saving.load_model(tmp_path / "run" / "best.keras", compile=False)
+    assert checkpoint.get_layer("block2_sep2").compute_dtype == "bfloat16"  # as it trained
+    for served in (result.model, models.load(str(result.model_path)), models.load(str(tmp_path / "run" / "best.keras"))):
+        network = models.unwrap(served)
+        assert {layer.compute_dtype for layer in network.layers} - {"uint8"} == {"float32"}
+    twin = models.build("compact", width=16, mean=result.extra["mean"], std=result.extra["std"])
+    twin.set_weights(checkpoint.get_weights())
+    loaded = models.load(str(tmp_path / "run" / "best.keras"))
+    assert np.allclose(loaded.predict(x, verbose=0), twin.predict(x, verbose=0), atol=1e-6)
+    half = checkpoint.predict(x, verbose=0)  # bfloat16 arithmetic: close, not equal
+    assert 0 < np.abs(half - twin.predict(x, verbose=0)).max() < 0.05
+    assert np.allclose(Classifier.from_keras(result.model).predict(x), result.model.predict(x, verbose=0), atol=1e-4)
+    with pytest.raises(ValueError, match="precision"):
+        models.build("compact", precision="bfloat16")
+    with pytest.raises(ValueError):
+        settings_factory("train.precision=float64")
+
+
+def test_a_precision_the_cpu_cannot_compute_is_refused_before_training(tmp_path):
+    """On a CPU without bfloat16 units (an AVX2 one; oneDNN told to use AVX2 alone stands in for it here),
+    the check `fer train` makes first refuses train.precision=mixed_bfloat16 with an error that names the
+    setting and its way out, not TensorFlow's at the first batch; float32 passes the same check."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from fer_core import train; train.check_precision('float32'); train.check_precision('mixed_bfloat16')")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "train.precision=mixed_bfloat16" in done.stderr and "use train.precision=float32" in done.stderr

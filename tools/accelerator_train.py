@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the label loss when distilling")
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--max-epochs", type=int, default=10_000)
+    p.add_argument("--precision", default=defaults.precision, choices=models.PRECISIONS,
+                   help="the training arithmetic (train.precision); the saved networks load in float32")
     p.add_argument("--dataset-version", default="", help="the dataset version DATA came from, for the record "
                    "(default: DATA's folder name when it is one, ds-...)")
     a = p.parse_args(argv)
@@ -171,7 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     x_train, y_train = d["x_train"].astype("float32"), keras.utils.to_categorical(d["y_train"], NUM_CLASSES)
     x_val, y_val = d["x_val"].astype("float32"), keras.utils.to_categorical(d["y_val"], NUM_CLASSES)
     mean, std = models.face_stats(d["x_train"])
-    student = models.build_compact(width=a.width, dropout=a.dropout, mean=mean, std=std)
+    with models.computing_in(a.precision):
+        student = models.build_compact(width=a.width, dropout=a.dropout, mean=mean, std=std)
     teacher = models.load(a.teacher) if a.teacher else None
     model = training_model(student, build_augmenter(AugmentSettings(), seed=a.seed), teacher)
     model.compile(optimizer=keras.optimizers.Adam(a.lr),
