@@ -61,6 +61,33 @@ def test_trains_a_loadable_compact_model_and_distils(tool, tmp_path):
     assert distilled["teacher"] and (tmp_path / "distilled" / "best.keras").is_file()
 
 
+def test_trains_in_bfloat16_and_its_network_loads_in_float32(tool, tmp_path):
+    """--precision mixed_bfloat16 (for a GPU's bfloat16 units) trains the student computing in bfloat16; the saved
+    network loads computing in float32, as the pipeline assembles and serves it."""
+    from fer_core import train
+
+    try:
+        train.check_precision("mixed_bfloat16")
+    except ValueError as e:
+        pytest.skip(f"this CPU has no bfloat16 convolutions: {e}")
+    rng = np.random.default_rng(2)
+    data = tmp_path / "faces.npz"
+    y = np.arange(70) % NUM_CLASSES
+    np.savez(data, x_train=rng.integers(0, 255, (56, 48, 48), dtype=np.uint8), y_train=y[:56],
+             x_val=rng.integers(0, 255, (14, 48, 48), dtype=np.uint8), y_val=y[56:])
+    summary = tool.main(["--data", str(data), "--width", "16", "--minutes", "0.01", "--batch", "16",
+                         "--max-epochs", "1", "--precision", "mixed_bfloat16", "--out", str(tmp_path / "half")])
+    assert summary["epochs"] == 1
+    import keras
+
+    saved = keras.saving.load_model(tmp_path / "half" / "best.keras", compile=False)
+    assert saved.get_layer("block1_sep1").compute_dtype == "bfloat16"
+    network = models.load(str(tmp_path / "half" / "best.keras"))
+    assert {layer.compute_dtype for layer in network.layers} - {"uint8"} == {"float32"}
+    with pytest.raises(SystemExit):
+        tool.main(["--data", str(data), "--out", str(tmp_path / "x"), "--precision", "float8"])
+
+
 def test_members_script_trains_each_seed_and_packs_them(tmp_path):
     """tools/accelerator_members.sh end to end, on the CPU's backend at toy size: one run a seed, at once."""
     rng = np.random.default_rng(2)
