@@ -2,9 +2,9 @@
 
 The real training step: the tf.data pipeline with the default augmentation (fer_core.train.make_dataset), Adam,
 label smoothing, batch `--batch`; random faces (the arithmetic does not depend on them). One warm-up pass,
-then `--batches` timed ones, `--repeats` times with the precisions taking turns, the median reported, one
-JSON line a precision. A precision the
-CPU cannot compute in is reported as refused (fer_core.train.check_precision), not timed.
+then `--batches` timed ones, `--repeats` times with the precisions taking turns (this machine's speed drifts
+between two modes), the median reported, one JSON line a precision. A precision the CPU cannot compute in is
+reported as refused (fer_core.train.check_precision), not timed.
 
 Usage: python bench/train_speed.py [--model compact] [--width 28] [--frozen-base] [--precisions float32 mixed_bfloat16]
        [--batch 128] [--batches 60] [--repeats 3] [--threads 0]
@@ -91,6 +91,7 @@ def main() -> None:
             row.update(params=model.count_params(), images_per_s=round(statistics.median(rates), 1),
                        runs=[round(r, 1) for r in rates])
         print(json.dumps(row), flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -130,9 +130,10 @@ class TrainSettings(_Section):
     weight_decay: float = Field(0.0, ge=0.0)
     seed: int = 42
     threads: int = 0  # TensorFlow intra-op threads; 0 = TensorFlow's default
-    # The arithmetic of training: "mixed_bfloat16" computes in bfloat16 on float32 weights, 1.4 times as fast
-    # for the compact network on a CPU with AMX (docs/BENCHMARKS.md), slower on one without bfloat16 units;
-    # "mixed_float16" is for GPUs. The saved model computes in float32 whatever this is (models.for_serving).
+    # The arithmetic of training: "mixed_bfloat16" computes in bfloat16 on float32 weights: on a CPU with AMX,
+    # VGG16 2.3 and ResNet50 1.6 times as fast, the compact network, MobileNetV2 and Lite0 no faster or slower
+    # (docs/BENCHMARKS.md); refused on a CPU without bfloat16 units. "mixed_float16" is for GPUs. The saved
+    # model computes in float32 whatever this is (models.for_serving).
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
     max_minutes: float = 0.0  # stop training after this many minutes (0 = no limit): equal budgets on a CPU
     # Save the model averaging its probabilities over the face and its mirror image (models.with_flip_average):

@@ -139,8 +139,9 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 @contextmanager
 def computing_in(precision: str) -> Iterator[None]:
     """Layers built inside compute in `precision`: "float32", or a Keras mixed policy ("mixed_bfloat16":
-    bfloat16 arithmetic on float32 weights, which CPUs with AMX or AVX-512 BF16 and GPUs run faster; the
-    output layers stay float32). Training only: `for_serving` turns such a model back into float32."""
+    bfloat16 arithmetic on float32 weights, which a CPU's AMX units run faster for dense convolutions, not for
+    depthwise ones: docs/BENCHMARKS.md; the output layers stay float32). Training only: `for_serving` turns
+    such a model back into float32."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
     before = keras.config.dtype_policy()
