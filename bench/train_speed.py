@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -25,16 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fer_core import models, train  # noqa: E402
+from fer_core import card, models, train  # noqa: E402
 from fer_core.augment import build_augmenter  # noqa: E402
 from fer_core.config import AugmentSettings, TrainSettings  # noqa: E402
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main() -> None:
@@ -63,7 +55,7 @@ def main() -> None:
     rows: dict[str, dict] = {}
     runs: dict[str, tuple] = {}
     for precision in args.precisions:
-        rows[precision] = {"model": args.model, "precision": precision, "batch": args.batch, "cpu": cpu_name(),
+        rows[precision] = {"model": args.model, "precision": precision, "batch": args.batch, "hardware": card.hardware(),
                            **({"width": args.width} if args.model == "compact" else
                               {"input_size": t.input_size, "base": "frozen" if args.frozen_base else "trained"})}
         try:

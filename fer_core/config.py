@@ -94,6 +94,10 @@ class AugmentSettings(_Section):
 MIN_COMPACT_WIDTH = 16
 
 
+# train.precision: the arithmetic layers are built with (fer_core.models.computing_in)
+Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
+
+
 class TrainSettings(_Section):
     # "ensemble": the models in `members` averaged (models.ensemble); assembled, not trained: the epochs and
     # optimiser settings do not apply. The shipped champion is one (two members); more suit the analysis alias.
@@ -134,7 +138,7 @@ class TrainSettings(_Section):
     # VGG16 2.3 and ResNet50 1.6 times as fast, the compact network, MobileNetV2 and Lite0 no faster or slower
     # (docs/BENCHMARKS.md); refused on a CPU without bfloat16 units. "mixed_float16" is for GPUs. The saved
     # model computes in float32 whatever this is (models.for_serving).
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
+    precision: Precision = "float32"
     max_minutes: float = 0.0  # stop training after this many minutes (0 = no limit): equal budgets on a CPU
     # Save the model averaging its probabilities over the face and its mirror image (models.with_flip_average):
     # +1.4 points PublicTest accuracy, +1.3 macro-F1, calibration error 0.028 -> 0.014 for one network (+1.3,

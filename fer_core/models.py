@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import get_args
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -20,7 +21,7 @@ import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
 from fer_core import efficientnet_lite  # noqa: E402
-from fer_core.config import MIN_COMPACT_WIDTH  # noqa: E402
+from fer_core.config import MIN_COMPACT_WIDTH, Precision  # noqa: E402
 from fer_core.data.table import FACE  # noqa: E402
 from fer_core.labels import NUM_CLASSES  # noqa: E402
 
@@ -133,7 +134,7 @@ def build(name: str, *, width: int = 28, dropout: float = 0.3, input_size: int =
     raise ValueError(f"unknown model {name!r}; the zoo has {', '.join(ZOO)}")
 
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @contextmanager
@@ -286,7 +287,8 @@ def unwrap(model: keras.Model) -> keras.Model:
     return model
 
 
-_HALF = ("bfloat16", "float16", "mixed_bfloat16", "mixed_float16")
+_HALF_DTYPES = ("bfloat16", "float16")  # what a mixed precision computes in
+_HALF = (*_HALF_DTYPES, *(p for p in PRECISIONS if p != "float32"))
 
 
 def _served_config(config):
@@ -329,7 +331,7 @@ def set_base_trainable(model: keras.Model, trainable: bool, pretrained: bool = T
 
 
 def _computes_in_half(model: keras.Model) -> bool:
-    return any(layer.dtype_policy.compute_dtype in ("bfloat16", "float16")
+    return any(layer.dtype_policy.compute_dtype in _HALF_DTYPES
                or (isinstance(layer, keras.Model) and _computes_in_half(layer)) for layer in model.layers)
 
 

@@ -9,6 +9,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -78,8 +79,6 @@ def test_trains_in_bfloat16_and_its_network_loads_in_float32(tool, tmp_path):
     summary = tool.main(["--data", str(data), "--width", "16", "--minutes", "0.01", "--batch", "16",
                          "--max-epochs", "1", "--precision", "mixed_bfloat16", "--out", str(tmp_path / "half")])
     assert summary["epochs"] == 1
-    import keras
-
     saved = keras.saving.load_model(tmp_path / "half" / "best.keras", compile=False)
     assert saved.get_layer("block1_sep1").compute_dtype == "bfloat16"
     network = models.load(str(tmp_path / "half" / "best.keras"))
