@@ -1,4 +1,4 @@
-"""One tracked training run: train, evaluate on every benchmark set, log everything to MLflow (and W&B).
+"""One tracked training run: train, score it (`fer_core.assess`), log everything to MLflow (and W&B).
 
 Logged per run: the flattened config as params; the dataset version and hash as the run's input;
 per-epoch metrics; the git commit; learning curves, confusion matrices, a classification report, a
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 
-from fer_core import evaluate, plots, registry
+from fer_core import plots, registry
+from fer_core.assess import assess
 from fer_core.card import model_card
 from fer_core.classify import Classifier
 from fer_core.config import Settings
@@ -39,11 +39,6 @@ class TrackedRun:
     speed: dict[str, float]
     train: TrainResult
     extra: dict[str, Any] = field(default_factory=dict)
-
-    def flat_metrics(self) -> dict[str, float]:
-        out = evaluate.flat_metrics(self.results)
-        out.update({k: float(v) for k, v in self.speed.items()})
-        return out
 
 
 def model_requirements() -> list[str]:
@@ -109,36 +104,6 @@ def log_dataset(ds: Dataset, run_id: str, context: str = "training") -> None:
           wait=wait_random_exponential(multiplier=0.2, max=2.0))(client.log_inputs)(run_id, datasets=inputs)
 
 
-def evaluate_sets(clf: Classifier, sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, Any]]:
-    return {name: evaluate.metrics(y, clf.predict(x)) for name, (x, y) in sets.items() if len(y)}
-
-
-def extra_eval_sets(settings: Settings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    out = {}
-    for name, path in settings.pipeline.extra_eval.items():
-        x, y, _ = evaluate.load_eval_data(path)
-        out[name] = (x, y)
-    return out
-
-
-E2E_KEYS = ("accuracy", "detection_recall", "accuracy_on_found", "accuracy_on_found_labelled_crop", "unmatched_boxes")
-
-
-def through_detector(settings: Settings, ds: Dataset, clf: Classifier) -> dict[str, Any]:
-    """End to end on the whole images of the test split's ExpW faces, as `fer predict` sees them (its default
-    detector, the shared crop); empty when the dataset has no ExpW test faces or its images are not at hand."""
-    from fer_core import detect
-    from fer_core.data import dataset
-
-    images = dataset.expw_images(ds.path) if settings.data.expw else set()
-    if not images:
-        return {}
-    result = evaluate.through_detector(clf, settings.data.expw, detector=detect.STILL_DETECTOR, images=images,
-                                       margin=settings.data.margin, labelled_margin=settings.data.margin)
-    return {k: v for k, v in result.items() if k != "unreadable_images"} | {
-        "unreadable_images": len(result["unreadable_images"])}
-
-
 def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = None,
                   run_name: str | None = None, parent_run_id: str = "") -> TrackedRun:
     """Train on the dataset, evaluate, and log the whole run to MLflow (and W&B when enabled); with
@@ -165,15 +130,9 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
         log_dataset(ds, run.info.run_id)
         tr = train(settings, ds.splits, run_dir, callbacks=callbacks, sources=ds.sources)
         clf = Classifier.from_keras(tr.model)
-        sets = ds.eval_sets()
-        sets.update(extra_eval_sets(settings))
-        sets.update(evaluate.at_face_sizes(sets, settings.pipeline.face_sizes))
-        results = evaluate_sets(clf, sets)
-        speed = evaluate.speed(clf)
-        metrics = evaluate.flat_metrics(results)
-        end_to_end = through_detector(settings, ds, clf)
-        metrics.update({f"expw_test_e2e_{k}": end_to_end[k] for k in E2E_KEYS if k in end_to_end})
-        metrics.update(speed)
+        scored = assess(settings, ds, clf)
+        results, speed, end_to_end = scored.results, scored.speed, scored.end_to_end
+        metrics = scored.metrics()
         metrics.update({"train_seconds": tr.seconds, "epochs_run": tr.epochs_run, "params": tr.params,
                         "train_images_per_s": tr.images_per_second,
                         "train_images_seen": tr.extra.get("images_seen", 0),

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from fer_core import evaluate, promotion, registry, storage, tracking
+from fer_core import assess, evaluate, promotion, registry, storage, tracking
 from fer_core.classify import file_digest
 from fer_core.config import Settings, load_settings
 from fer_core.data import dataset
@@ -146,8 +146,7 @@ def train_and_evaluate(settings: Settings, dataset_path: str, key: str, parent_r
         return {"run_id": run.info.run_id, "model_uri": model_uri, "results": report, "reused": True,
                 "single_face_ms": run.data.metrics.get("single_face_ms", 0.0),
                 "faces_per_s": run.data.metrics.get("faces_per_s", 0.0),
-                "through_detector": {k: run.data.metrics[f"expw_test_e2e_{k}"] for k in tracking.E2E_KEYS
-                                     if f"expw_test_e2e_{k}" in run.data.metrics}}
+                "through_detector": assess.end_to_end_of(run.data.metrics)}
     ds = dataset.load(dataset_path)
     run_dir = settings.home_path / "runs" / key  # a re-run after an interruption resumes from here
     tracked = tracking.train_and_log(settings, ds, run_dir, parent_run_id=parent_run_id)
@@ -156,7 +155,7 @@ def train_and_evaluate(settings: Settings, dataset_path: str, key: str, parent_r
              {n: r["accuracy"] for n, r in tracked.results.items()})
     end_to_end = tracked.extra["through_detector"]
     return {"run_id": tracked.run_id, "model_uri": tracked.model_uri, "results": tracked.results, "reused": False,
-            "through_detector": {k: end_to_end[k] for k in tracking.E2E_KEYS if k in end_to_end}, **tracked.speed}
+            "through_detector": {k: end_to_end[k] for k in assess.E2E_KEYS if k in end_to_end}, **tracked.speed}
 
 
 @task(name="gate", cache_policy=NO_CACHE)
@@ -186,7 +185,7 @@ def register_candidate(settings: Settings, trained: dict[str, Any], decision: di
             **{f"metric.{k}": v for k, v in evaluate.flat_metrics(
                 {n: r for n, r in trained["results"].items() if n in decision["candidate"]}).items()},
             "metric.single_face_ms": trained["single_face_ms"],
-            **{f"metric.expw_test_e2e_{k}": v for k, v in trained.get("through_detector", {}).items()},
+            **{f"metric.{k}": v for k, v in assess.end_to_end_metrics(trained.get("through_detector", {})).items()},
             **promotion.decision_tags(d)}
     version = registry.register(settings, trained["model_uri"], tags, run_id=trained["run_id"])
     return {**version.as_json(), "reused": False}

@@ -24,11 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fer_core.assess import E2E_PREFIX as PREFIX  # noqa: E402
+from fer_core.assess import end_to_end_metrics  # noqa: E402
 from fer_core.card import E2E_HEADING, end_to_end_section  # noqa: E402
-from fer_core.tracking import E2E_KEYS, git_commit  # noqa: E402
+from fer_core.tracking import git_commit  # noqa: E402
 
 ASSETS = ROOT / "fer_core" / "assets"
-PREFIX = "expw_test_e2e_"
 
 
 def replace_section(card: str, section: list[str]) -> str:
@@ -56,7 +57,7 @@ def main() -> None:
         sys.exit(f"error: {args.result} is on the test split of {result.get('test_split_of')!r}; the card's "
                  f"figures are on {info['dataset_version']!r}'s")
     previous = {k: v for k, v in info["metrics"].items() if k.startswith(PREFIX)}
-    info["metrics"].update({f"{PREFIX}{k}": result[k] for k in E2E_KEYS if k in result})
+    info["metrics"].update(end_to_end_metrics(result))
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     info["end_to_end_refreshed"] = {"detector": result["detector_name"], "command": args.command, "date": when,
                                     "git_commit": git_commit(), "previous": previous}

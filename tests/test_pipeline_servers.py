@@ -81,6 +81,11 @@ def test_retrain_on_real_servers_registers_caches_and_skips(real, prefect_server
     assert str(mv.version) == out2["version"]
     assert mv.tags["gate.decision"] == "promote" and mv.tags["dataset.version"] == out1["dataset"]
     assert float(mv.tags["metric.test_accuracy"]) == out2["metrics"]["test"]["accuracy"]
+    # the end-to-end figures the reused run logged reach the version's tags under the same names
+    logged = client.get_run(mv.run_id).data.metrics
+    assert 0 <= logged["expw_test_e2e_detection_recall"] <= 1
+    for key in ("accuracy", "detection_recall", "accuracy_on_found"):
+        assert float(mv.tags[f"metric.expw_test_e2e_{key}"]) == logged[f"expw_test_e2e_{key}"]
     third = _run(prefect_server, tmp_path / "home", uri, *own)
     assert _json(third)["status"] == "skipped"
     runs = [r for r in _flow_runs(prefect_server) if r["name"] and r["state_type"] == "COMPLETED"]
