@@ -67,7 +67,7 @@ def bootstrap(settings: Settings, force: bool = False) -> dict[str, Any]:
     tags = {**provenance, "dataset.fingerprint": json.dumps(info.get("fingerprint", {})),
             "config_hash": info.get("config_hash", ""), "model": info.get("params", {}).get("train.model", "compact"),
             registry.DECISION_TAG: "bootstrap",
-            **{f"metric.{k}": v for k, v in metrics.items()}}
+            **registry.metric_tags(metrics)}
     version = registry.register(settings, logged.model_uri, tags, run_id=run.info.run_id)
     moved = promotion.move_champion(settings, version.version, "bootstrap", "shipped baseline model")
     log.info("bootstrapped the registry with the shipped baseline as version %s", version.version)

@@ -26,6 +26,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 DECISION_TAG = "gate.decision"
+METRIC_TAG = "metric."  # a version's figures are tags named metric.<flat metric name> (`evaluate.flat_metrics`)
 
 
 class RegistryError(RuntimeError):
@@ -124,11 +125,11 @@ def _version_info(client, mv, aliases: list[str] | None = None) -> VersionInfo:
     metrics: dict[str, float] = {}
     tags = dict(mv.tags or {})
     for key, value in tags.items():
-        if key.startswith("metric."):
+        if key.startswith(METRIC_TAG):
             with contextlib.suppress(ValueError):
-                metrics[key[len("metric."):]] = float(value)
+                metrics[key[len(METRIC_TAG):]] = float(value)
     return VersionInfo(version=str(mv.version), aliases=sorted(aliases if aliases is not None else (mv.aliases or [])),
-                       metrics=metrics, tags={k: v for k, v in tags.items() if not k.startswith("metric.")},
+                       metrics=metrics, tags={k: v for k, v in tags.items() if not k.startswith(METRIC_TAG)},
                        run_id=mv.run_id or "", source=mv.source or "", created=(mv.creation_timestamp or 0) / 1000)
 
 
@@ -175,6 +176,11 @@ def find_version(settings: Settings, tag: str, value: str) -> VersionInfo | None
         if v.tags.get(tag) == value:
             return v
     return None
+
+
+def metric_tags(metrics: dict[str, float]) -> dict[str, float]:
+    """Flat metrics as a version's tags (`metric.test_accuracy`, ...), which `list_versions` reads back."""
+    return {f"{METRIC_TAG}{k}": v for k, v in metrics.items()}
 
 
 def register(settings: Settings, model_uri: str, tags: dict[str, Any], run_id: str | None = None) -> VersionInfo:

@@ -182,10 +182,10 @@ def register_candidate(settings: Settings, trained: dict[str, Any], decision: di
     tags = {"train_key": key, "dataset.version": inputs["dataset_version"],
             "dataset.fingerprint": json.dumps(inputs["fingerprints"]), "config_hash": inputs["config_hash"],
             "git_commit": tracking.git_commit(), "run_id": trained["run_id"], "model": settings.train.model,
-            **{f"metric.{k}": v for k, v in evaluate.flat_metrics(
-                {n: r for n, r in trained["results"].items() if n in decision["candidate"]}).items()},
-            "metric.single_face_ms": trained["single_face_ms"],
-            **{f"metric.{k}": v for k, v in assess.end_to_end_metrics(trained.get("through_detector", {})).items()},
+            **registry.metric_tags({
+                **evaluate.flat_metrics({n: r for n, r in trained["results"].items() if n in decision["candidate"]}),
+                "single_face_ms": trained["single_face_ms"],
+                **assess.end_to_end_metrics(trained.get("through_detector", {}))}),
             **promotion.decision_tags(d)}
     version = registry.register(settings, trained["model_uri"], tags, run_id=trained["run_id"])
     return {**version.as_json(), "reused": False}
