@@ -1,8 +1,7 @@
 """Look at the faces a model misreads: a montage per true class, each face captioned with the model's answer.
 
-Figures say how often a model is wrong; the faces say why (a turned head, a hand, a box that missed the face, a
-label a person would dispute). For one held-out set of a dataset version (`expw_test` by default), writes
-`misread_<class>.png` into `--out` (up to `--limit` faces each, in the set's order, enlarged 2x) and prints the
+For one held-out set of a dataset version (`expw_test` by default), writes `fer_core.plots.misread`'s montages
+(`fer evaluate --misread` makes the same for any labelled set) into `--out` and prints the
 set's confusion matrix, per-class recall, top-2 accuracy and the model's median confidence on the faces it reads
 right and wrong as JSON; for `expw_test`, also its accuracy by the side of the labelled box in the source image.
 
@@ -17,28 +16,15 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fer_core import evaluate  # noqa: E402
+from fer_core import evaluate, plots  # noqa: E402
 from fer_core.classify import Classifier  # noqa: E402
 from fer_core.data import dataset, expw  # noqa: E402
 from fer_core.labels import EMOTIONS  # noqa: E402
-
-
-def montage(faces: np.ndarray, captions: list[str], columns: int = 8, scale: int = 2) -> np.ndarray:
-    """Faces in rows of `columns`, each enlarged `scale` times with its caption in red; black tiles fill the end."""
-    side = faces.shape[1] * scale
-    tiles = []
-    for face, caption in zip(faces, captions, strict=True):
-        tile = cv2.cvtColor(cv2.resize(face, (side, side), interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
-        cv2.putText(tile, caption, (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 255), 1)
-        tiles.append(tile)
-    tiles += [np.zeros((side, side, 3), np.uint8)] * (-len(tiles) % columns)
-    return np.vstack([np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)])
 
 
 def main() -> None:
@@ -57,11 +43,8 @@ def main() -> None:
     answer = probs.argmax(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for label, name in enumerate(EMOTIONS):
-        wrong = np.flatnonzero((y == label) & (answer != label))[:args.limit]
-        if len(wrong):
-            cv2.imwrite(str(out / f"misread_{name}.png"),
-                        montage(x[wrong], [f"{EMOTIONS[answer[i]][:4]} {probs[i].max():.2f}" for i in wrong]))
+    for name, (png, _) in plots.misread(x, y, probs, args.limit).items():
+        (out / f"misread_{name}.png").write_bytes(png)
     m = evaluate.metrics(y, probs)
     right, confidence = answer == y, probs.max(1)
     print(json.dumps({"set": args.set, "n": m["n"], "accuracy": m["accuracy"], "labels": list(EMOTIONS),

@@ -109,10 +109,24 @@ def cmd_evaluate(args) -> int:
     result.update({"data": args.data, "format": info["format"], **({"face_size": args.face_size} if args.face_size else {}),
                    "model": clf.source, "model_version": clf.version,
                    "skipped": {k: v for k, v in info.items() if k not in ("format",)}})
+    if args.misread:
+        result["misread"] = _write_misread(args.misread, x, y, probs)
     if not args.no_speed:
         result["speed"] = evaluate.speed(clf)
     emit(result)
     return 0
+
+
+def _write_misread(folder: str, x, y, probs) -> dict:
+    """`misread_<emotion>.png` for each true emotion the model misread, into `folder` (local or gs://)."""
+    from fer_core import plots, storage
+
+    files, counts = {}, {}
+    for emotion, (png, n) in plots.misread(x, y, probs).items():
+        files[emotion] = storage.join(folder, f"misread_{emotion}.png")
+        storage.write_bytes(files[emotion], png)
+        counts[emotion] = n
+    return {"folder": folder, "files": files, "misread": counts}
 
 
 def _evaluate_through_detector(args, s) -> int:
@@ -146,6 +160,8 @@ def add_evaluate(sub) -> None:
     p.add_argument("--usage", help="FER2013 CSV: only rows with this Usage (e.g. PublicTest)")
     p.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or a .keras file (default: champion)")
     p.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
+    p.add_argument("--misread", metavar="DIR", help="write a montage per emotion of the faces the model misreads "
+                   "(up to 40 each, captioned with its answer) into DIR")
     p.add_argument("--face-size", type=int, default=0, metavar="N",
                    help="score the faces as a face N pixels wide (8-47) reaches the classifier: a far face, a "
                         "low-resolution stream (default: as they are)")

@@ -1,4 +1,5 @@
-"""Figures logged with every training run: learning curves and confusion matrices, as PNG bytes."""
+"""Figures as PNG bytes: learning curves and confusion matrices (logged with every training run), and montages
+of the faces a model misreads (`fer evaluate --misread`)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,36 @@ def confusion(confusion: list[list[int]], title: str) -> bytes:
     ax.set_title(title)
     fig.tight_layout()
     return _png(fig)
+
+
+def montage(faces: np.ndarray, captions: list[str], columns: int = 8, scale: int = 2) -> bytes:
+    """Gray faces in rows of `columns`, each enlarged `scale` times (pixels repeated) with its caption in red."""
+    import cv2
+
+    side = faces.shape[1] * scale
+    tiles = []
+    for face, caption in zip(faces, captions, strict=True):
+        tile = cv2.cvtColor(cv2.resize(face, (side, side), interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
+        cv2.putText(tile, caption, (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 255), 1)
+        tiles.append(tile)
+    tiles += [np.zeros((side, side, 3), np.uint8)] * (-len(tiles) % columns)
+    grid = np.vstack([np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)])
+    ok, png = cv2.imencode(".png", grid)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the montage as PNG")
+    return png.tobytes()
+
+
+def misread(faces: np.ndarray, labels: np.ndarray, probs: np.ndarray, limit: int = 40) -> dict[str, tuple[bytes, int]]:
+    """For each emotion with misread faces: a montage of up to `limit` of them, in the set's order, each captioned
+    with the answer given and its probability; and how many it misread in all. Figures say how often a model is
+    wrong; these say why (a turned head, a hand, a box that missed the face, a label a person would dispute)."""
+    answer = probs.argmax(1)
+    out = {}
+    for label, name in enumerate(EMOTIONS):
+        wrong = np.flatnonzero((labels == label) & (answer != label))
+        if len(wrong):
+            shown = wrong[:limit]
+            out[name] = (montage(faces[shown], [f"{EMOTIONS[answer[i]][:4]} {probs[i].max():.2f}" for i in shown]),
+                         len(wrong))
+    return out

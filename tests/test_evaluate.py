@@ -156,6 +156,24 @@ def test_cli_evaluate_every_format_hand_checked(fmt, model_file, tmp_path):
     assert math.isfinite(out["loss"]) and out["loss"] > 1
 
 
+def test_cli_evaluate_misread_shows_the_faces_the_model_got_wrong(model_file, tmp_path):
+    """`--misread DIR`: one montage per true emotion with misread faces, each face captioned with the answer given;
+    the hand-made model misreads only the bright sad face (as happy), so there is one montage of one face."""
+    paths = _tiny_in_every_format(tmp_path)
+    out = json.loads(subprocess.run(
+        [sys.executable, "-m", "fer_cli", "evaluate", "--data", str(paths["fer2013"]), "--usage", "PublicTest",
+         "--model", str(model_file), "--set", f"home={tmp_path / 'home'}", "--no-speed",
+         "--misread", str(tmp_path / "misread")], check=True, capture_output=True, text=True).stdout)
+    assert out["misread"]["misread"] == {"sad": 1}
+    assert out["misread"]["files"] == {"sad": str(tmp_path / "misread" / "misread_sad.png")}
+    assert sorted(p.name for p in (tmp_path / "misread").iterdir()) == ["misread_sad.png"]
+    montage = cv2.imread(str(tmp_path / "misread" / "misread_sad.png"))
+    assert montage.shape == (96, 8 * 96, 3)  # one row of eight tiles, the face enlarged twice, then black
+    face = montage[20:, :96]  # below the caption
+    assert np.all(np.abs(face.astype(int) - 210) <= 1) and montage[:, 96:].max() == 0
+    assert montage[:16, :96, 2].max() > 200 > montage[:16, :96, 0].min()  # the caption, in red
+
+
 def test_cli_evaluate_reports_speed_and_bad_inputs(model_file, tmp_path):
     paths = _tiny_in_every_format(tmp_path)
     base = [sys.executable, "-m", "fer_cli", "evaluate", "--model", str(model_file), "--set",
