@@ -6,7 +6,7 @@ MLflow runs, registry tags and the shipped baseline share.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ class Assessment:
     results: dict[str, dict[str, Any]]  # set name -> `evaluate.metrics` JSON
     speed: dict[str, float]  # `evaluate.speed`
     end_to_end: dict[str, Any]  # `through_detector`; empty without ExpW test images
+    probs: dict[str, np.ndarray] = field(default_factory=dict)  # set name -> the model's (N, 7) answers
 
     def metrics(self) -> dict[str, float]:
         """Every figure as one flat, named number (MLflow metrics)."""
@@ -67,6 +68,7 @@ def through_detector(settings: Settings, ds: Dataset, clf: Classifier) -> dict[s
 
 
 def assess(settings: Settings, ds: Dataset, clf: Classifier) -> Assessment:
-    results = {name: evaluate.metrics(y, clf.predict(x)) for name, (x, y) in held_out_sets(settings, ds).items()
-               if len(y)}
-    return Assessment(results, evaluate.speed(clf), through_detector(settings, ds, clf))
+    sets = {name: xy for name, xy in held_out_sets(settings, ds).items() if len(xy[1])}
+    probs = {name: clf.predict(x) for name, (x, _) in sets.items()}
+    results = {name: evaluate.metrics(y, probs[name]) for name, (_, y) in sets.items()}
+    return Assessment(results, evaluate.speed(clf), through_detector(settings, ds, clf), probs)

@@ -1,8 +1,8 @@
 """One tracked training run: train, score it (`fer_core.assess`), log everything to MLflow (and W&B).
 
 Logged per run: the flattened config as params; the dataset version and hash as the run's input;
-per-epoch metrics; the git commit; learning curves, confusion matrices, a classification report, a
-model card; the model with a signature and an input example.
+per-epoch metrics; the git commit; learning curves, confusion matrices, montages of the faces each held-out
+set's answers got wrong, a classification report, a model card; the model with a signature and an input example.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from fer_core.data.dataset import Dataset
 from fer_core.train import TrainResult, train
 
 log = logging.getLogger(__name__)
+MISREAD_SHOWN = 24  # misread faces shown per emotion and held-out set (misread/<set>/<emotion>.png)
 
 
 @dataclass
@@ -146,6 +147,11 @@ def train_and_log(settings: Settings, ds: Dataset, run_dir: str | Path | None = 
             (tmp_path / "learning_curves.png").write_bytes(plots.learning_curves(tr.history))
             for name, r in results.items():
                 (tmp_path / f"confusion_{name}.png").write_bytes(plots.confusion(r["confusion"], f"{name} (n={r['n']})"))
+            for name, (x, y) in ds.eval_sets().items():  # the held-out sets' misread faces, to look at
+                shown = plots.misread(x, y, scored.probs[name], MISREAD_SHOWN) if name in scored.probs else {}
+                for emotion, (png, _) in shown.items():
+                    (tmp_path / "misread" / name).mkdir(parents=True, exist_ok=True)
+                    (tmp_path / "misread" / name / f"{emotion}.png").write_bytes(png)
             if end_to_end:
                 (tmp_path / "through_detector.json").write_text(json.dumps(end_to_end, indent=2))
             card = model_card(settings, ds, tr, results, speed, commit, end_to_end)

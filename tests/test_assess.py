@@ -19,6 +19,8 @@ def test_assess_scores_every_set_the_pipeline_logs(settings_factory, small_data,
     assert set(scored.results) == {*held_out, "lab", "fer2013_publictest_at_32px"}
     x, y = held_out["expw_test"]
     assert scored.results["expw_test"] == evaluate.metrics(y, clf.predict(x))
+    assert set(scored.probs) == set(scored.results)
+    np.testing.assert_array_equal(scored.probs["expw_test"], clf.predict(x))
     rows = len(small_data["fer2013"].read_text().splitlines()) - 1
     assert scored.results["lab"]["n"] == rows  # every row of the extra CSV
     assert scored.speed["faces_per_s"] > 0 and scored.speed["single_face_ms"] > 0

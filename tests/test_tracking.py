@@ -10,6 +10,7 @@ import pytest
 from fer_core import registry, tracking
 from fer_core.config import load_settings
 from fer_core.data import dataset
+from fer_core.labels import EMOTIONS
 from tests import helpers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -51,6 +52,11 @@ def test_training_run_logged_to_real_mlflow_server(settings_factory, small_data,
     assert small["n"] == report["fer2013_publictest"]["n"] and small["loss"] != report["fer2013_publictest"]["loss"]
     assert f"| fer2013_publictest_at_24px | {small['n']} | {small['accuracy']:.4f} |" in card
     assert "`<set>_at_<N>px`" in card
+    # a montage of each held-out set's misread faces per true emotion, one for each emotion the confusion says
+    for name in ds.eval_sets():
+        wrong = {e for e, r in zip(EMOTIONS, report[name]["confusion"], strict=True) if sum(r) > r[EMOTIONS.index(e)]}
+        shown = {Path(a.path).stem for a in client.list_artifacts(run.run_id, f"misread/{name}")}
+        assert wrong and shown == wrong, name
     # the logged model carries a signature and an input example, and reloads through our loader
     info = mlflow.models.get_model_info(run.model_uri)
     assert info.signature is not None and info.saved_input_example_info is not None
