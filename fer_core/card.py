@@ -69,6 +69,19 @@ def bn_refresh_line(done: dict[str, Any]) -> str:
             f"faces{mirrors} (training kept them on augmented batches; fer_core.batchnorm)")
 
 
+def wild_recall_line(results: dict[str, dict[str, Any]]) -> list[str]:
+    """The emotions read worst on in-the-wild faces (the test split's ExpW faces) beside the same emotions on
+    FER2013's PublicTest: what an analyst of real footage should weigh; empty without both sets."""
+    if "expw_test" not in results or "fer2013_publictest" not in results:
+        return []
+    wild, lab = results["expw_test"]["per_class"], results["fer2013_publictest"]["per_class"]
+    worst = sorted((pc["recall"], name) for name, pc in wild.items() if pc["support"])[:2]
+    return ["- In-the-wild faces (the test split's ExpW faces) are read worse than FER2013's: recall "
+            + " and ".join(f"{name} {recall:.2f}" for recall, name in worst) + " there, against "
+            + " and ".join(f"{lab[name]['recall']:.2f}" for _, name in worst) + " on PublicTest (per class above; "
+            "`fer evaluate --misread DIR` shows the faces)"]
+
+
 def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[str, dict[str, Any]],
                speed: dict[str, float], commit: str, end_to_end: dict[str, Any] | None = None) -> str:
     t = settings.train
@@ -113,7 +126,7 @@ def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[s
                   "camera and low-resolution streams; reported, not gated."]
     if end_to_end:
         lines += ["", *end_to_end_section(end_to_end)]
-    for set_name in ("fer2013_publictest", "test"):
+    for set_name in ("fer2013_publictest", "test", "expw_test"):
         if set_name not in results:
             continue
         lines += ["", f"Per class on {set_name}:", "", "| emotion | precision | recall | F1 | support |",
@@ -127,6 +140,7 @@ def model_card(settings: Settings, ds: Dataset, tr: TrainResult, results: dict[s
         lines += ["", "## Known limits",
                   "- Most confused (true -> predicted, test split): "
                   + "; ".join(f"{a} -> {b} ({n})" for n, a, b in worst),
+                  *wild_recall_line(results),
                   "- FER2013 and ExpW are web images: mostly frontal, adult, and skewed in age, ethnicity and "
                   "lighting; posed and exaggerated expressions are over-represented.",
                   "- Labels are single-annotator (FER2013) or crowd labels; 'disgust' is rare in the raw data.",

@@ -52,6 +52,11 @@ def test_training_run_logged_to_real_mlflow_server(settings_factory, small_data,
     assert small["n"] == report["fer2013_publictest"]["n"] and small["loss"] != report["fer2013_publictest"]["loss"]
     assert f"| fer2013_publictest_at_24px | {small['n']} | {small['accuracy']:.4f} |" in card
     assert "`<set>_at_<N>px`" in card
+    wild = report["expw_test"]["per_class"]
+    worst = sorted((pc["recall"], name) for name, pc in wild.items() if pc["support"])[0][1]
+    assert "Per class on expw_test:" in card
+    assert f"- In-the-wild faces (the test split's ExpW faces) are read worse than FER2013's: recall {worst} " \
+           f"{wild[worst]['recall']:.2f}" in card
     # a montage of each held-out set's misread faces per true emotion, one for each emotion the confusion says
     for name in ds.eval_sets():
         wrong = {e for e, r in zip(EMOTIONS, report[name]["confusion"], strict=True) if sum(r) > r[EMOTIONS.index(e)]}
