@@ -70,15 +70,15 @@ def bn_refresh_line(done: dict[str, Any]) -> str:
 
 
 def wild_recall_line(results: dict[str, dict[str, Any]]) -> list[str]:
-    """The emotions read worst on in-the-wild faces (the test split's ExpW faces) beside the same emotions on
-    FER2013's PublicTest: what an analyst of real footage should weigh; empty without both sets."""
+    """The two emotions read worst on in-the-wild faces (the test split's ExpW faces), with the same emotions'
+    recall on FER2013's PublicTest: what an analyst of real footage should weigh; empty without both sets."""
     if "expw_test" not in results or "fer2013_publictest" not in results:
         return []
     wild, lab = results["expw_test"]["per_class"], results["fer2013_publictest"]["per_class"]
     worst = sorted((pc["recall"], name) for name, pc in wild.items() if pc["support"])[:2]
-    return ["- In-the-wild faces (the test split's ExpW faces) are read worse than FER2013's: recall "
-            + " and ".join(f"{name} {recall:.2f}" for recall, name in worst) + " there, against "
-            + " and ".join(f"{lab[name]['recall']:.2f}" for _, name in worst) + " on PublicTest (per class above; "
+    return ["- In-the-wild faces (the test split's ExpW faces): the lowest recall there is "
+            + " and ".join(f"{name} {recall:.2f}" for recall, name in worst) + " (on PublicTest "
+            + " and ".join(f"{lab[name]['recall']:.2f}" for _, name in worst) + "; per class above; "
             "`fer evaluate --misread DIR` shows the faces)"]
 
 
