@@ -14,7 +14,6 @@ Usage: python experiments/face_align.py --dataset DATASET_DIR [--model FILE.kera
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -42,7 +41,7 @@ def eyes_of(detector: blazeface.BlazeFace, image: np.ndarray, box: tuple[int, in
     interp.invoke()
     regressors, logits = (interp.get_tensor(o["index"]) for o in interp.get_output_details()[:2])
     raw = regressors.reshape(-1, 16) / blazeface.INPUT
-    scores = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1), -80, 80)))
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1), -blazeface.RAW_SCORE_LIMIT, blazeface.RAW_SCORE_LIMIT)))
     keep = scores > detector.min_score
     if not keep.any():
         return None
@@ -91,18 +90,15 @@ def main() -> None:
     data = dataset.load(args.dataset)
     stats = json.loads((Path(args.dataset) / "stats.json").read_text())
     root, margin = stats["sources"]["expw"], stats["settings"]["data"]["margin"]
-    with open(Path(args.dataset) / "manifest.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == args.split]
     x_all, y_all = data.splits[args.split]
-    mask = np.array([r["source"] == "expw" for r in rows])
+    mask = data.sources[args.split] == "expw"
     x_ds, y = x_all[mask], y_all[mask]
     boxes, _ = expw.read_boxes(root)
     by_key = {(b.image, b.face_id): b for b in boxes}
     detector = blazeface.BlazeFace()
     plain, turned, rolls = [], [], []
-    for r in (r for r in rows if r["source"] == "expw"):
-        name = r["image"].split("/", 1)[1].rsplit("#", 1)[0]
-        b = by_key[(name, int(r["face_id"]))]
+    for name, face_id in dataset.expw_faces(args.dataset, args.split):
+        b = by_key[(name, face_id)]
         box = (b.left, b.top, b.right - b.left, b.bottom - b.top)
         image = cv2.imread(str(Path(root) / "origin" / name), cv2.IMREAD_COLOR)
         gray = cv2.imread(str(Path(root) / "origin" / name), cv2.IMREAD_GRAYSCALE)  # as the dataset decodes

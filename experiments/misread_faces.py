@@ -11,7 +11,6 @@ Usage: python experiments/misread_faces.py --dataset DATASET_DIR --out DIR [--mo
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -66,9 +65,7 @@ def box_sides(dataset_dir: str) -> np.ndarray:
     stats = json.loads((Path(dataset_dir) / "stats.json").read_text())
     boxes, _ = expw.read_boxes(stats["sources"]["expw"])
     by_key = {(b.image, b.face_id): b for b in boxes}
-    with open(Path(dataset_dir) / "manifest.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == "test" and r["source"] == "expw"]
-    chosen = [by_key[(r["image"].split("/", 1)[1].rsplit("#", 1)[0], int(r["face_id"]))] for r in rows]
+    chosen = [by_key[key] for key in dataset.expw_faces(dataset_dir, "test")]
     return np.array([min(b.right - b.left, b.bottom - b.top) for b in chosen])
 
 

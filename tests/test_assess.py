@@ -26,6 +26,8 @@ def test_assess_scores_every_set_the_pipeline_logs(settings_factory, small_data,
     assert scored.speed["faces_per_s"] > 0 and scored.speed["single_face_ms"] > 0
     # end to end on the test split's whole ExpW images: each of its faces counted, found or missed
     assert scored.end_to_end["n"] == len(y) and scored.end_to_end["unreadable_images"] == 0
+    faces = dataset.expw_faces(ds.path, "test")  # where each of those faces came from, in the split's order
+    assert len(faces) == len(y) and {image for image, _ in faces} == dataset.expw_images(ds.path)
     flat = scored.metrics()
     assert flat["expw_test_accuracy"] == scored.results["expw_test"]["accuracy"]
     assert flat["expw_test_e2e_accuracy"] == scored.end_to_end["accuracy"]

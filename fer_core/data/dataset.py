@@ -314,9 +314,15 @@ def manifest_column(path: str, column: str) -> dict[str, np.ndarray]:
     return {name: group[column].to_numpy(str) for name, group in manifest.groupby("split", sort=False)}
 
 
+def expw_faces(path: str, split: str = "test") -> list[tuple[str, int]]:
+    """(image name, face id) of each ExpW face of a split, in the order of the split's arrays (faces are named
+    `expw/<image>#<face>`): where in its source image each held-out face came from."""
+    names = manifest_column(path, "image").get(split, [])
+    return [(image, int(face)) for image, face in
+            (str(n)[len("expw/"):].rsplit("#", 1) for n in names if str(n).startswith("expw/"))]
+
+
 def expw_images(path: str, splits: tuple[str, ...] = ("test",)) -> set[str]:
-    """The ExpW image names behind the faces of these splits (faces are named `expw/<image>#<face>`):
-    the whole images to run through the detector for an end-to-end figure on held-out faces."""
-    names = manifest_column(path, "image")
-    return {str(n)[len("expw/"):].split("#")[0] for split in splits for n in names.get(split, [])
-            if str(n).startswith("expw/")}
+    """The ExpW image names behind the faces of these splits: the whole images to run through the detector for
+    an end-to-end figure on held-out faces."""
+    return {image for split in splits for image, _ in expw_faces(path, split)}
