@@ -114,6 +114,10 @@ class TrainSettings(_Section):
     weights: str | None = "imagenet"
     # compact model: channels of the first block (28: ~3,100 faces/s on 2 cores); see MIN_COMPACT_WIDTH
     width: int = Field(28, ge=MIN_COMPACT_WIDTH)
+    # Equalise each face's histogram inside the model (fer_core.equalize), before anything else: FER2013's faces
+    # come equalised, ExpW's crops and a camera's frames do not, so the network learns and serves one kind of
+    # face (docs/EXPERIMENTS.md, "Equalised faces"). Any zoo model; the dataset's faces stay as they are.
+    equalize: bool = False
     dropout: float = 0.3
     label_smoothing: float = 0.1
     class_weights: bool = False

@@ -23,6 +23,7 @@ from keras import layers  # noqa: E402
 from fer_core import efficientnet_lite  # noqa: E402
 from fer_core.config import MIN_COMPACT_WIDTH, Precision  # noqa: E402
 from fer_core.data.table import FACE  # noqa: E402
+from fer_core.equalize import EqualizeHistogram, equalise  # noqa: E402
 from fer_core.labels import NUM_CLASSES  # noqa: E402
 
 ZOO = ("compact", "mobilenetv2", "vgg16", "resnet50", "efficientnet_lite0")
@@ -30,10 +31,13 @@ ENSEMBLE = "ensemble"
 FLIPPED, CALIBRATED = "_flip", "_cal"  # name suffixes of the wrappers below (unwrap finds the network)
 
 
-def _face_input(mean: float, std: float) -> tuple[keras.KerasTensor, keras.KerasTensor]:
-    """uint8 (48, 48) faces in; float (48, 48, 1) standardised with the training set's statistics out."""
+def _face_input(mean: float, std: float, equalize: bool = False) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """uint8 (48, 48) faces in; float (48, 48, 1) standardised with the training set's statistics out, each face
+    histogram-equalised first when `equalize` (fer_core.equalize: FER2013's faces come equalised, a camera's not)."""
     inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
     x = layers.Reshape((FACE, FACE, 1), name="add_channel")(inputs)
+    if equalize:
+        x = EqualizeHistogram(name="equalize")(x)
     x = layers.Normalization(mean=mean, variance=std**2, name="standardise")(x)
     return inputs, x
 
@@ -51,11 +55,12 @@ def _sep_block(x, filters: int, name: str):
     return layers.Add(name=f"{name}_add")([x, shortcut])
 
 
-def build_compact(width: int = 28, dropout: float = 0.3, mean: float = 128.0, std: float = 64.0) -> keras.Model:
+def build_compact(width: int = 28, dropout: float = 0.3, mean: float = 128.0, std: float = 64.0,
+                  equalize: bool = False) -> keras.Model:
     if width < MIN_COMPACT_WIDTH:
         raise ValueError(f"compact width {width} is below {MIN_COMPACT_WIDTH}: TensorFlow's oneDNN kernels crash "
                          f"training layers that narrow on AVX-512 CPUs (see fer_core.config.MIN_COMPACT_WIDTH)")
-    inputs, x = _face_input(mean, std)
+    inputs, x = _face_input(mean, std, equalize)
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv1")(x)
     x = layers.BatchNormalization(name="stem_bn1")(x)
     x = layers.ReLU(name="stem_relu1")(x)
@@ -93,11 +98,14 @@ SCRATCH_BN_MOMENTUM = 0.9  # BatchNorm moving-average momentum for transfer base
 
 
 def build_transfer(name: str, input_size: int = 96, weights: str | None = "imagenet",
-                   dropout: float = 0.3) -> keras.Model:
-    """A Keras application behind our own input pipeline; the base starts frozen."""
+                   dropout: float = 0.3, equalize: bool = False) -> keras.Model:
+    """A Keras application behind our own input pipeline (faces equalised first when `equalize`); the base
+    starts frozen."""
     make_base, scale, offset, means = _APPS[name]
     inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
     x = layers.Reshape((FACE, FACE, 1), name="add_channel")(inputs)
+    if equalize:
+        x = EqualizeHistogram(name="equalize")(x)
     x = layers.Resizing(input_size, input_size, interpolation="bilinear", name="resize")(x)
     x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
     x = layers.Rescaling(scale, offset, name="scale")(x)
@@ -124,13 +132,15 @@ def build_transfer(name: str, input_size: int = 96, weights: str | None = "image
 
 def build(name: str, *, width: int = 28, dropout: float = 0.3, input_size: int = 96,
           weights: str | None = "imagenet", mean: float = 128.0, std: float = 64.0,
-          precision: str = "float32") -> keras.Model:
-    """Build a zoo model by name, computing in `precision` (`computing_in`)."""
+          precision: str = "float32", equalize: bool = False) -> keras.Model:
+    """Build a zoo model by name, computing in `precision` (`computing_in`), equalising each face first when
+    `equalize`."""
     with computing_in(precision):
         if name == "compact":
-            return build_compact(width=width, dropout=dropout, mean=mean, std=std)
+            return build_compact(width=width, dropout=dropout, mean=mean, std=std, equalize=equalize)
         if name in _APPS:
-            return build_transfer(name, input_size=input_size, weights=weights or None, dropout=dropout)
+            return build_transfer(name, input_size=input_size, weights=weights or None, dropout=dropout,
+                                  equalize=equalize)
     raise ValueError(f"unknown model {name!r}; the zoo has {', '.join(ZOO)}")
 
 
@@ -342,7 +352,9 @@ def load(path: str) -> keras.Model:
     return for_serving(model) if _computes_in_half(model) else model
 
 
-def face_stats(faces: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation of training faces, baked into the model's standardisation."""
-    sample = faces[:: max(1, len(faces) // 20000)].astype(np.float32)
+def face_stats(faces: np.ndarray, equalize: bool = False) -> tuple[float, float]:
+    """Mean and standard deviation of training faces, baked into the model's standardisation (of the faces
+    equalised, for a model that equalises them)."""
+    sample = faces[:: max(1, len(faces) // 20000)]
+    sample = (equalise(sample) if equalize else sample).astype(np.float32)
     return float(sample.mean()), float(sample.std() or 1.0)

@@ -263,9 +263,9 @@ def train(settings: Settings, splits: dict[str, tuple[np.ndarray, np.ndarray]], 
         if sources is None or "train" not in sources:
             raise ValueError("train.source_weights needs the training faces' sources (a dataset version)")
         x_train, y_train = weight_sources(x_train, y_train, sources["train"], t.source_weights, t.seed)
-    mean, std = models.face_stats(x_train)
+    mean, std = models.face_stats(x_train, equalize=t.equalize)
     model = models.build(t.model, width=t.width, dropout=t.dropout, input_size=t.input_size,
-                         weights=t.weights, mean=mean, std=std, precision=t.precision)
+                         weights=t.weights, mean=mean, std=std, precision=t.precision, equalize=t.equalize)
     if t.init_from:
         warm_start(model, t.init_from)
     distilled: dict[str, float] = {}

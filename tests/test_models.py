@@ -48,6 +48,25 @@ def test_zoo_model_trains_saves_and_reloads(name, settings_factory, tmp_path):
         assert models.unwrap(reloaded).get_layer("resize").output.shape[1:3] == (32, 32)
 
 
+def test_an_equalising_model_answers_the_same_whatever_the_exposure(settings_factory, tmp_path):
+    """train.equalize: the trained, saved and served model equalises each face first, so a face shot darker
+    and with less contrast (levels v -> v // 2 + 20, which keeps their order and merges none of a face with
+    only even levels) gets the same answer; the same network trained without it answers otherwise."""
+    x, y = _real_subset(6)
+    x = (x // 2) * 2  # even levels only: halving then merges no two of them
+    darker = x // 2 + 20
+    answers = {}
+    for equalize in (True, False):
+        s = settings_factory("train.epochs=1", "train.width=16", "train.batch_size=16", "train.calibrate=false",
+                             f"train.equalize={str(equalize).lower()}")
+        result = train.train(s, {"train": (x, y), "val": (x[::4], y[::4])}, tmp_path / str(equalize))
+        served = Classifier.from_file(result.model_path)
+        answers[equalize] = served.predict(x), served.predict(darker)
+        assert (models.unwrap(models.load(str(result.model_path))).layers[2].name == "equalize") is equalize
+    np.testing.assert_allclose(*answers[True], atol=1e-6)
+    assert np.abs(answers[False][0] - answers[False][1]).max() > 1e-3
+
+
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(ValueError, match="zoo has compact"):
         models.build("alexnet")

@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup-epochs", type=int, default=3)
     p.add_argument("--smoothing", type=float, default=defaults.label_smoothing)
     p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--equalize", action="store_true", help="equalise each face inside the network "
+                   "(train.equalize; fer_core.equalize)")
     p.add_argument("--teacher", default="", help="a .keras model to distil from")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the label loss when distilling")
     p.add_argument("--temperature", type=float, default=4.0)
@@ -172,9 +174,9 @@ def main(argv: list[str] | None = None) -> dict:
     d = load_arrays(a.data)
     x_train, y_train = d["x_train"].astype("float32"), keras.utils.to_categorical(d["y_train"], NUM_CLASSES)
     x_val, y_val = d["x_val"].astype("float32"), keras.utils.to_categorical(d["y_val"], NUM_CLASSES)
-    mean, std = models.face_stats(d["x_train"])
+    mean, std = models.face_stats(d["x_train"], equalize=a.equalize)
     with models.computing_in(a.precision):
-        student = models.build_compact(width=a.width, dropout=a.dropout, mean=mean, std=std)
+        student = models.build_compact(width=a.width, dropout=a.dropout, mean=mean, std=std, equalize=a.equalize)
     teacher = models.load(a.teacher) if a.teacher else None
     model = training_model(student, build_augmenter(AugmentSettings(), seed=a.seed), teacher)
     model.compile(optimizer=keras.optimizers.Adam(a.lr),
