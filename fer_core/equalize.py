@@ -3,8 +3,10 @@
 Why: FER2013's faces come histogram-equalised (their gray levels spread evenly over 0-255: a face's mean is
 about 128 and its standard deviation about 74, and equalising one again moves a pixel by 1.2 levels at the
 median), while ExpW's crops and the worker's camera frames come as they were shot (equalising one moves a
-pixel by 32 levels at the median). A model that equalises every face it is given sees one kind of face in
-training and in service, whatever the camera (docs/EXPERIMENTS.md, "Equalised faces").
+pixel by 32 levels at the median). A model that equalises every face it is given (`train.equalize`) sees one
+kind of face in training and in service, whatever the camera's exposure. Measured, that did not read ExpW's
+faces better and it doubles a compact network's time a face, so it is off by default (docs/EXPERIMENTS.md,
+"Equalised faces").
 
 Written with Keras ops only (one matrix product for the histogram, a gather for the mapping), so it trains
 on any backend, converts to TFLite with builtin ops, and needs no OpenCV inside the model.
@@ -27,8 +29,13 @@ class EqualizeHistogram(layers.Layer):
 
     OpenCV's rule: with n pixels, cdf(v) the number of pixels at or below level v and m the count of the
     darkest level present, a pixel at v becomes round((cdf(v) - m) * 255 / (n - m)), rounding half to even;
-    a face of one level keeps it.
+    a face of one level keeps it. It computes in float32 whatever the model's precision: the histogram's counts
+    (up to 2,304) are not whole numbers in bfloat16.
     """
+
+    def __init__(self, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
 
     def call(self, faces):
         shape = ops.shape(faces)

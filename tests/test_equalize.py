@@ -53,3 +53,15 @@ def test_survives_saving_and_tflite(tmp_path):
     np.testing.assert_allclose(loaded.predict(faces, verbose=0), want, atol=1e-6)
     np.testing.assert_allclose(Classifier.from_keras(loaded).predict(faces), want, atol=1e-5)
     assert np.abs(readout.predict(faces.astype("float32"), verbose=0) - want).max() > 1e-3
+
+
+def test_exact_in_a_model_trained_in_bfloat16():
+    """Built under train.precision=mixed_bfloat16 it still counts in float32: bfloat16 holds no count above 256."""
+    from fer_core import models
+
+    with models.computing_in("mixed_bfloat16"):
+        layer = EqualizeHistogram()
+    assert layer.compute_dtype == "float32"
+    faces = _faces()
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(faces.astype("float32"))),
+                                  np.stack([cv2.equalizeHist(f) for f in faces]))
