@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from fer_core import evaluate  # noqa: E402
 from fer_core.data import dataset  # noqa: E402
-from fer_core.equalize import equalise as equalised  # noqa: E402
+from fer_core.equalize import equalise  # noqa: E402
 
 
 def stats(args) -> None:
@@ -44,7 +44,7 @@ def stats(args) -> None:
         sources = manifest.loc[manifest.split == split, "source"].to_numpy()
         for source in sorted(set(sources)):
             f = faces[sources == source]
-            moved = np.abs(equalised(f).astype(np.int16) - f).reshape(len(f), -1).mean(axis=1)
+            moved = np.abs(equalise(f).astype(np.int16) - f).reshape(len(f), -1).mean(axis=1)
             flat = f.reshape(len(f), -1).astype(np.float32)
             print(json.dumps({
                 "split": split, "source": source, "faces": int(len(f)),
@@ -68,7 +68,7 @@ def champion(args) -> None:
         z = (flat - flat.mean(axis=1, keepdims=True)) / (flat.std(axis=1, keepdims=True) + 1e-3)
         return np.clip(z * target_std + target_mean, 0, 255).round().astype(np.uint8).reshape(faces.shape)
 
-    variants = {"as given": lambda f: f, "equalised": equalised,
+    variants = {"as given": lambda f: f, "equalised": equalise,
                 "standardised to the training faces' median mean and spread": standardised,
                 "CLAHE (clip 2, 4x4 tiles)": lambda f: np.stack([clahe.apply(x) for x in f])}
     clf = Classifier.from_file(args.model)
@@ -82,7 +82,7 @@ def champion(args) -> None:
 
 def arrays(args) -> None:
     with np.load(Path(args.dataset) / "faces.npz") as z:
-        out = {k: equalised(z[k]) if k.startswith("x_") else z[k] for k in z.files}
+        out = {k: equalise(z[k]) if k.startswith("x_") else z[k] for k in z.files}
     np.savez(args.out, **out)
     print(json.dumps({"out": args.out, **{k: int(len(v)) for k, v in out.items() if k.startswith("x_")}}))
 

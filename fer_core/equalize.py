@@ -14,6 +14,8 @@ on any backend, converts to TFLite with builtin ops, and needs no OpenCV inside 
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import keras
 import numpy as np
@@ -39,9 +41,7 @@ class EqualizeHistogram(layers.Layer):
 
     def call(self, faces):
         shape = ops.shape(faces)
-        n = 1
-        for d in faces.shape[1:]:
-            n *= d
+        n = math.prod(faces.shape[1:])
         levels = ops.cast(ops.reshape(faces, (-1, n)), "int32")
         high = ops.one_hot(levels // _SPLIT, _SPLIT, dtype=self.compute_dtype)
         low = ops.one_hot(levels % _SPLIT, _SPLIT, dtype=self.compute_dtype)

@@ -34,11 +34,17 @@ FLIPPED, CALIBRATED = "_flip", "_cal"  # name suffixes of the wrappers below (un
 def _face_input(mean: float, std: float, equalize: bool = False) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     """uint8 (48, 48) faces in; float (48, 48, 1) standardised with the training set's statistics out, each face
     histogram-equalised first when `equalize` (fer_core.equalize: FER2013's faces come equalised, a camera's not)."""
+    inputs, x = _gray_faces(equalize)
+    x = layers.Normalization(mean=mean, variance=std**2, name="standardise")(x)
+    return inputs, x
+
+
+def _gray_faces(equalize: bool) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """uint8 (48, 48) faces in; (48, 48, 1) gray levels out, each face equalised first when `equalize`."""
     inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
     x = layers.Reshape((FACE, FACE, 1), name="add_channel")(inputs)
     if equalize:
         x = EqualizeHistogram(name="equalize")(x)
-    x = layers.Normalization(mean=mean, variance=std**2, name="standardise")(x)
     return inputs, x
 
 
@@ -102,10 +108,7 @@ def build_transfer(name: str, input_size: int = 96, weights: str | None = "image
     """A Keras application behind our own input pipeline (faces equalised first when `equalize`); the base
     starts frozen."""
     make_base, scale, offset, means = _APPS[name]
-    inputs = keras.Input(shape=(FACE, FACE), dtype="uint8", name="face")
-    x = layers.Reshape((FACE, FACE, 1), name="add_channel")(inputs)
-    if equalize:
-        x = EqualizeHistogram(name="equalize")(x)
+    inputs, x = _gray_faces(equalize)
     x = layers.Resizing(input_size, input_size, interpolation="bilinear", name="resize")(x)
     x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
     x = layers.Rescaling(scale, offset, name="scale")(x)
