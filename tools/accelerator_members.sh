@@ -5,8 +5,8 @@
 #   bash tools/accelerator_members.sh DATA MINUTES SEED [SEED...]      (from the repository's root)
 #
 # DATA: a dataset version's faces.npz, or the same as .npz.xz (tools/accelerator_train.py reads both). Where
-# keras or pydantic is missing, their wheels travel in .whl/ and are installed first (docs/EXPERIMENTS.md,
-# "Ten networks on a lent GPU", says which). DATASET (the version, ds-...) and FER_GIT_COMMIT (the commit the
+# keras or pydantic is missing, their wheels travel in .whl/ and are installed first; tools/accelerator_pack.py
+# packs both (.gpu/faces.npz.xz and .whl/) and prints this command with its variables filled in. DATASET (the version, ds-...) and FER_GIT_COMMIT (the commit the
 # tree is at) go into each run's record for scripts/ship_baseline.py. TRAIN_ARGS: more arguments for every
 # run, split at spaces (e.g. "--width 64" for wider networks, "--teacher T.keras" to distil;
 # tools/accelerator_train.py --help). Writes $RUNS/s<SEED>/{best.keras, history.json} and $RUNS/s<SEED>.log
