@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fer_core import classify, evaluate, models  # noqa: E402
+from fer_core import card, classify, evaluate, models  # noqa: E402
 from fer_core.classify import Classifier  # noqa: E402
 
 
@@ -60,7 +60,8 @@ def main() -> None:
         speed = evaluate.speed(clf)
         print(json.dumps({"bench": "classifier", "model": name, "params": model.count_params(),
                           "tflite_bytes": len(clf.tflite), "tflite_ops": operations(clf.tflite),
-                          "buckets": list(classify.BUCKETS), "threads": clf.threads, **speed}), flush=True)
+                          "buckets": list(classify.BUCKETS), "threads": clf.threads, **speed,
+                          "hardware": card.hardware()}), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,21 +17,47 @@ from fer_core.train import TrainResult
 
 
 def hardware() -> str:
-    """What this process trains on, for the card: CPU model and cores, and any GPU TensorFlow sees."""
+    """What this process runs on, for the card and the benchmarks: CPU model and cores, any GPU TensorFlow sees.
+
+    Cloud VMs often name the CPU only "Intel(R) Xeon(R) Processor", and two such machines with the same vector
+    units ran the same worker 1.4x apart (docs/BENCHMARKS.md, 2026-12-05), so family, model and the last-level
+    cache are given too: they tell such machines apart where the name does not."""
     cpu, vector = platform.processor() or platform.machine(), ""
     try:
         with open("/proc/cpuinfo") as f:
-            info = f.read().splitlines()
-        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
-        flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
+            info = dict(line.split(":", 1) for line in f.read().split("\n\n", 1)[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        cpu = info.get("model name", cpu)
+        if "cpu family" in info and "model" in info:
+            cpu += f" (family {info['cpu family']}, model {info['model']})"
+        flags = set(info.get("flags", "").split())
         # the widest vector unit decides TensorFlow's and TFLite's speed: the same model runs 2-3x apart
         vector = " with AVX-512" if "avx512f" in flags else " with AVX2" if "avx2" in flags else ""
-    except OSError:
+        vector += " and AMX" if vector and "amx_tile" in flags else ""
+    except (OSError, ValueError):
         pass
+    cache = last_level_cache()
     import tensorflow as tf
 
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return f"{cpu}{vector}, {os.cpu_count()} cores" + (f", GPU {', '.join(gpus)}" if gpus else ", no GPU")
+    return (f"{cpu}{vector}, {os.cpu_count()} cores{f', {cache} last-level cache' if cache else ''}"
+            + (f", GPU {', '.join(gpus)}" if gpus else ", no GPU"))
+
+
+def last_level_cache(caches: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> str:
+    """The last-level CPU cache's size (e.g. "480 MiB"), from the kernel; empty where it does not say."""
+    sizes = []
+    for index in caches.glob("index*"):
+        try:
+            level, size = int((index / "level").read_text()), (index / "size").read_text().strip()
+            kib = int(size[:-1]) if size.endswith("K") else int(size)
+        except (OSError, ValueError):
+            continue
+        sizes.append((level, kib))
+    if not sizes:
+        return ""
+    kib = max(sizes)[1]
+    return f"{kib // 1024} MiB" if kib >= 1024 else f"{kib} KiB"
 
 
 def calibration_line(c: dict[str, float]) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fer_core import detect, models, registry
+from fer_core import card, detect, models, registry
 from fer_core.config import Settings
 from serving.pipeline import FrameResult
 from serving.sources import FileSource, undecodable
@@ -90,4 +90,5 @@ def realtime(settings: Settings, video: str, model_uri: str, detector: str = "fu
             "face_width_px": {name: round(float(np.percentile(widths, q)), 1) for name, q in
                               (("min", 0), ("p10", 10), ("median", 50), ("p90", 90))} if len(widths) else {},
             "naive_fps": round(naive_fps, 2), "speedup": round(run["fps"] / naive_fps, 2) if naive_fps else None,
-            "model_version": run["model_version"]}
+            "model_version": run["model_version"],
+            "hardware": card.hardware()}  # the same worker ran 1.4x apart on two VMs of one CPU name

@@ -322,6 +322,7 @@ def test_bench_realtime_reports_speed_and_faces_kept(video, tiny_model_path, tmp
     assert out["scans"]["cut"] == 0 and out["scans"]["periodic"] >= 2  # the real video has no cut
     assert out["reference_faces"] > 100 and out["kept"] >= 0.95 and out["extra"] <= 0.05 * out["reference_faces"]
     assert out["fps"] > 0 and 0 < out["p50_ms"] <= out["p95_ms"] and out["naive_fps"] > 0
+    assert f"{os.cpu_count()} cores" in out["hardware"]  # which machine the figures belong to
     stages = out["stage_mean_ms"]  # a part of each frame's time, so together under the frame's mean
     assert stages["detect"] > 0 and stages["classify"] > 0 and sum(stages.values()) < 1000 / out["fps"]
     width = out["face_width_px"]  # the video's faces are close-ups (131 pixels at the median, 2026-12-04)
