@@ -78,11 +78,10 @@ def _model_uri(settings, model: str | None) -> str:
     baseline as champion when it has none; a worker never writes to a shared registry (it waits, not ready,
     until a champion appears there)."""
     uri = model or _default_model(settings)
-    if uri == _default_model(settings) and settings.embedded_registry:
-        from fer_core import baseline, registry
+    if uri == _default_model(settings):
+        from fer_core import baseline
 
-        if registry.champion(settings) is None:
-            baseline.bootstrap(settings)
+        baseline.ensure_champion(settings)
     return uri
 
 

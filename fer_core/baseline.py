@@ -37,6 +37,26 @@ def card() -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def ensure_champion(settings: Settings) -> dict[str, Any] | None:
+    """The embedded default registry's champion: the shipped baseline when it has none (`registry.bootstrap`).
+
+    So a fresh home serves the baseline, and a pipeline's first candidate on it is gated against the baseline
+    rather than against nothing: without this, a weaker first model would be promoted over the model that
+    `fer serve` would otherwise have served. A shared registry is never written to here. The alias bootstrapped
+    is the worker's champion: for `fer pipeline run --alias analysis` that is the alias its first candidate is
+    compared with (`gate.compare_first_with`); the analysis alias itself is never given the baseline."""
+    r = settings.registry
+    if not (settings.embedded_registry and r.bootstrap):
+        return None
+    alias = settings.gate.compare_first_with or (r.champion_alias if r.champion_alias != r.analysis_alias else "")
+    if not alias:
+        return None
+    target = settings.model_copy(update={"registry": r.model_copy(update={"champion_alias": alias})})
+    if registry.champion(target) is not None:
+        return None
+    return bootstrap(target)
+
+
 def bootstrap(settings: Settings, force: bool = False) -> dict[str, Any]:
     """Register the shipped model as a version and make it champion, when the registry has no champion."""
     import mlflow

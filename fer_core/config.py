@@ -179,6 +179,10 @@ class RegistrySettings(_Section):
     # fer predict and fer analyze use this alias when it exists (a bigger, slower model for offline analysis,
     # trained and gated like the champion: fer pipeline run --alias analysis), else the champion.
     analysis_alias: str = "analysis"
+    # The embedded default registry (sqlite under home) registers the shipped baseline as champion when it has
+    # none, before a model is served or a candidate gated: a fresh home serves the baseline, and a first
+    # candidate must beat it. false: an empty registry stays empty (its first candidate meets only the floors).
+    bootstrap: bool = True
 
 
 class GateSettings(_Section):

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from fer_core import assess, evaluate, promotion, registry, storage, tracking
+from fer_core import assess, baseline, evaluate, promotion, registry, storage, tracking
 from fer_core.classify import file_digest
 from fer_core.config import Settings, load_settings
 from fer_core.data import dataset
@@ -69,6 +69,15 @@ def fingerprint_inputs(settings: Settings) -> dict[str, Any]:
     version, fingerprints = dataset.compute_version(settings)
     return {"dataset_version": version, "fingerprints": fingerprints,
             "config_hash": settings.section_hash(*CONFIG_SECTIONS)}
+
+
+@task(name="ensure champion", cache_policy=NO_CACHE)
+def ensure_champion(settings: Settings) -> None:
+    """On the embedded registry, the shipped baseline is the champion a first candidate must beat."""
+    booted = baseline.ensure_champion(settings)
+    if booted:
+        _logger().info("registered the shipped baseline as champion (version %s) to gate against",
+                       booted["champion"])
 
 
 @task(name="check champion", cache_policy=NO_CACHE)
@@ -227,6 +236,7 @@ def retrain(config: str | None = None, overrides: list[str] | None = None) -> di
     settings = load_settings(config, overrides or [])
     net = _io_retries(settings)
     inputs = fingerprint_inputs.with_options(**net)(settings)
+    ensure_champion.with_options(**net)(settings)
     reason = unchanged_reason.with_options(**net)(settings, inputs)
     if reason:
         result: dict[str, Any] = {"status": "skipped", "reason": reason, "inputs": inputs}

@@ -30,6 +30,7 @@ from fer_core.data import dataset
 from flows.retrain import (
     _io_retries,
     build_dataset,
+    ensure_champion,
     fingerprint_inputs,
     gate_candidate,
     promote,
@@ -90,6 +91,7 @@ def sweep(grid_path: str, config: str | None = None, overrides: list[str] | None
     futures = [train_and_evaluate.submit(c["settings"], c["dataset"]["path"], c["key"], parent) for c in candidates]
     for c, future in zip(candidates, futures, strict=True):
         c["trained"] = future.result()
+    ensure_champion.with_options(**net)(base)
     for c in candidates:  # every candidate against the same champion (none is promoted before all are gated)
         c["decision"] = gate_candidate.with_options(**net)(c["settings"], c["dataset"]["path"], c["trained"])
         c["version"] = register_candidate.with_options(**net)(c["settings"], c["trained"], c["decision"],

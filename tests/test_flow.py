@@ -17,9 +17,28 @@ def harness():
 
 
 def _overrides(tmp_path, data, *extra):
+    """A fresh embedded home; its registry starts empty (registry.bootstrap=false), so that these tests follow
+    the flow from its very first version (the shipped baseline's part: the test right after)."""
     return [f'home="{tmp_path / "home"}"', f'data.fer2013="{data["fer2013"]}"', f'data.expw="{data["expw"]}"',
             "train.epochs=1", "train.width=16", "train.batch_size=32", "gate.min_class_recall=0",
-            "pipeline.retry_delay_s=0.1", *extra]
+            "pipeline.retry_delay_s=0.1", "registry.bootstrap=false", *extra]
+
+
+def test_a_fresh_home_gates_its_first_candidate_against_the_shipped_baseline(harness, small_data, tmp_path):
+    """The embedded registry serves the shipped baseline when it has no champion, so its first candidate must beat
+    the baseline, not only the floors (a margin no model meets shows which applied: floors alone would promote)."""
+    ov = [o for o in _overrides(tmp_path, small_data, "gate.min_accuracy_gain=1.0") if o != "registry.bootstrap=false"]
+    first = retrain(None, ov)
+    s = load_settings(None, ov, environ={})
+    assert registry.get_version(s, "1").tags["baseline"] == "true"
+    assert first["decision"]["champion_version"] == "1" and first["version"]["version"] == "2"
+    assert first["status"] == "rejected" and registry.champion(s).version == "1"
+    assert any("vs champion" in r for r in first["decision"]["reasons"])
+    # a shared registry (a tracking server's) is never written to: there the first candidate meets the floors
+    shared = load_settings(None, [*ov, f'mlflow.tracking_uri="sqlite:///{tmp_path / "shared.db"}"'], environ={})
+    from fer_core import baseline
+
+    assert baseline.ensure_champion(shared) is None and registry.champion(shared) is None
 
 
 def test_flow_promotes_then_skips_then_gates_a_changed_run(harness, small_data, tmp_path, caplog):

@@ -37,7 +37,8 @@ def test_sweep_trains_on_dask_and_gates_every_candidate(small_data, tmp_path):
         proc = subprocess.run(helpers.fer_cmd(
             "pipeline", "sweep", str(grid), "--set", f"home={home}", "--set", f"data.fer2013={small_data['fer2013']}",
             "--set", f"data.expw={small_data['expw']}", "--set", "train.epochs=1", "--set", "train.batch_size=32",
-            "--set", "gate.min_class_recall=0", "--set", f"dask.address={cluster.scheduler_address}"),
+            "--set", "gate.min_class_recall=0", "--set", "registry.bootstrap=false",
+            "--set", f"dask.address={cluster.scheduler_address}"),
             env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-4000:]
         with Client(cluster.scheduler_address) as client:
