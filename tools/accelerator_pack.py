@@ -32,6 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repository's root
+
+from fer_core import tracking  # noqa: E402
+
 ARRAYS = ("x_train", "y_train", "x_val", "y_val")
 CARRY_LIMIT = 64 * 2**20  # the device's limit on the working tree and what it carries, together
 # What the GPU machine lacked for tools/accelerator_train.py (it has jax, numpy, ml_dtypes, h5py, rich, absl):
@@ -77,16 +81,12 @@ def size_of(paths: list[Path]) -> int:
     return sum(f.stat().st_size for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
 
 
-def _git(*args: str) -> str:
-    done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    return done.stdout if done.returncode == 0 else ""
-
-
 def tree_bytes() -> int:
     """The working tree that travels with every device call: tracked and untracked files git does not ignore."""
     root = Path(__file__).resolve().parents[1]
-    files = [root / f for f in _git("ls-files", "-z", "-co", "--exclude-standard").split("\0") if f]
-    return size_of([f for f in files if f.is_file()])
+    listed = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], capture_output=True,
+                            text=True, cwd=root).stdout
+    return size_of([root / f for f in listed.split("\0") if f and (root / f).is_file()])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     faces = dataset / "faces.npz"
     if not faces.is_file():
         raise SystemExit(f"{faces} not found: build the dataset first (fer data build --set data.fer2013=...)")
-    manifest: dict = {"dataset_version": dataset.resolve().name, "git_commit": _git("rev-parse", "HEAD").strip(),
+    manifest: dict = {"dataset_version": dataset.resolve().name, "git_commit": tracking.git_commit(),
                       "arrays": pack_arrays(faces, out / "faces.npz.xz")}
     if a.teacher:
         shutil.copyfile(a.teacher, out / "teacher.keras")
