@@ -81,6 +81,7 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
 
 
 def detect_format(path: str) -> str:
+    """Which reader `path` needs, from its name and first bytes; a clear error for a file none reads."""
     lowered = path.lower()
     if lowered.endswith((".csv", ".csv.gz", ".gz")):
         head = storage.read_bytes(path)[:4096]
@@ -93,6 +94,9 @@ def detect_format(path: str) -> str:
         return "fer2013"
     if storage.exists(storage.join(path, expw.LABEL_FILE)):
         return "expw"
+    if storage.is_file(path):
+        raise ValueError(f"{path}: labelled data is a FER2013 CSV (.csv or .csv.gz), a votes CSV "
+                         "(image,annotator,label), an ExpW folder or a folder of <emotion>/ images")
     return "folder"
 
 

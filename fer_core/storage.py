@@ -112,6 +112,14 @@ def exists(path: str) -> bool:
     return Path(path).exists()
 
 
+def is_file(path: str) -> bool:
+    """Whether `path` is one file or object (not a folder or prefix)."""
+    if is_gcs(path):
+        with _gcs_errors(path):
+            return bool(_blob(path).exists())
+    return Path(path).is_file()
+
+
 def read_bytes(path: str) -> bytes:
     """The bytes of a file or object. NotFoundError when it does not exist; StorageError, naming it, when
     it could not be read after the retries."""

@@ -4,7 +4,7 @@ import pytest
 
 from fer_core import storage
 from fer_core.data import expw, fer2013
-from fer_core.data.table import DataQualityError, Rejects, check_reject_ratio
+from fer_core.data.table import DataQualityError, Rejects, check_quality
 from tests import helpers
 
 
@@ -114,6 +114,6 @@ def test_reject_ratio_threshold():
     rejects = Rejects()
     for i in range(5):
         rejects.add("fer2013", f"row {i}", "bad_pixels")
-    check_reject_ratio(rejects, accepted=95, max_ratio=0.05, what="x")
+    check_quality(rejects, accepted=95, max_ratio=0.05, what="x")
     with pytest.raises(DataQualityError, match=r"5 of 80 inputs rejected .*bad_pixels: 5"):
-        check_reject_ratio(rejects, accepted=75, max_ratio=0.05, what="x")
+        check_quality(rejects, accepted=75, max_ratio=0.05, what="x")

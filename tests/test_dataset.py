@@ -89,6 +89,21 @@ def test_missing_inputs_are_clear_errors(settings_factory, tmp_path):
         dataset.build(settings_factory(f'data.fer2013="{tmp_path / "nope.csv"}"'))
 
 
+def test_a_wrong_source_is_an_error_not_an_empty_dataset(settings_factory, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not faces")
+    with pytest.raises(storage.StorageError, match="read from a CSV file"):
+        dataset.build(settings_factory(f'data.fer2013="{notes}"'))
+    with pytest.raises(storage.StorageError, match="not an ExpW folder"):
+        dataset.build(settings_factory(f'data.expw="{tmp_path}"'))
+    empty = tmp_path / "no_faces"
+    (empty / "happy").mkdir(parents=True)
+    (empty / "happy" / "readme.md").write_text("a folder of emotions with no images")
+    with pytest.raises(DataQualityError, match="no faces found"):
+        dataset.build(settings_factory(f'data.fer2013="{empty}"'))
+    assert not list((tmp_path / "home").glob("datasets/ds-*"))  # nothing written for any of them
+
+
 def test_smote_only_adds_training_rows_and_keeps_uint8():
     rng = np.random.default_rng(0)
     labels = np.array([0] * 20 + [1] * 5 + [2] * 8)

@@ -134,6 +134,12 @@ def test_votes_majority_and_ties(tmp_path):
     assert info["ties"] == 1 and info["rejected"] == ["missing.png"] and x.shape == (3, 48, 48)
 
 
+def test_a_file_no_reader_takes_is_named_with_what_would_be(tmp_path):
+    (tmp_path / "notes.txt").write_text("not faces")
+    with pytest.raises(ValueError, match="notes.txt: labelled data is a FER2013 CSV"):
+        evaluate.load_eval_data(str(tmp_path / "notes.txt"))
+
+
 @pytest.mark.parametrize("fmt", ["fer2013", "folder", "expw", "votes"])
 def test_cli_evaluate_every_format_hand_checked(fmt, model_file, tmp_path):
     paths = _tiny_in_every_format(tmp_path)

@@ -24,7 +24,7 @@ import pandas as pd
 from fer_core import balance, storage
 from fer_core.config import Settings
 from fer_core.data import expw, fer2013
-from fer_core.data.table import FaceTable, Rejects, check_reject_ratio
+from fer_core.data.table import FaceTable, Rejects, check_quality
 from fer_core.labels import EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -116,11 +116,18 @@ def faces_digest(table: FaceTable) -> str:
 def check_inputs(settings: Settings) -> None:
     """Fail now, with the path in the message, when an input is missing or none is set: commands call it
     before starting Prefect or loading TensorFlow, so a typo costs a second, not a minute."""
-    if not settings.data.fer2013 and not settings.data.expw:
+    d = settings.data
+    if not d.fer2013 and not d.expw:
         raise ValueError("no input data: set data.fer2013 and/or data.expw")
-    for path in (settings.data.fer2013, settings.data.expw):
+    for path in (d.fer2013, d.expw):
         if path and not storage.exists(path):
             raise storage.StorageError(f"input not found: {path}")
+    if d.fer2013 and not d.fer2013.lower().endswith((".csv", ".gz")) and storage.is_file(d.fer2013):
+        raise storage.StorageError(f"data.fer2013={d.fer2013}: FER2013 is read from a CSV file (.csv or .csv.gz) "
+                                   "or a folder of <emotion>/ images, optionally under train/ and test/")
+    if d.expw and not storage.exists(storage.join(d.expw, expw.LABEL_FILE)):
+        raise storage.StorageError(f"data.expw={d.expw}: not an ExpW folder (it needs {expw.LABEL_FILE} "
+                                   "and the images under origin/)")
 
 
 def compute_version(settings: Settings) -> tuple[str, dict[str, str]]:
@@ -195,12 +202,12 @@ def _read_sources(settings: Settings, expw_read: tuple[FaceTable, Rejects] | Non
     rejects = Rejects()
     if d.fer2013:
         t, r = fer2013.read(d.fer2013, limit=d.limit)
-        check_reject_ratio(r, len(t), d.max_reject_ratio, f"FER2013 {d.fer2013}")
+        check_quality(r, len(t), d.max_reject_ratio, f"FER2013 {d.fer2013}")
         tables["fer2013"], _ = t, rejects.extend(r)
     if d.expw:
         t, r = expw_read or expw.read(d.expw, limit=d.limit, margin=d.margin, min_confidence=d.min_confidence,
                                       workers=d.workers, box_source=d.expw_boxes)
-        check_reject_ratio(r, len(t), d.max_reject_ratio, f"ExpW {d.expw}")
+        check_quality(r, len(t), d.max_reject_ratio, f"ExpW {d.expw}")
         tables["expw"], _ = t, rejects.extend(r)
     return tables, rejects
 

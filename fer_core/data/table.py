@@ -77,13 +77,15 @@ class Rejects:
 
 
 class DataQualityError(ValueError):
-    """Too many inputs were rejected: the build stops and names the reasons."""
+    """A source gave no faces, or too many of its inputs were rejected: the build stops and says why."""
 
 
-def check_reject_ratio(rejects: Rejects, accepted: int, max_ratio: float, what: str) -> None:
+def check_quality(rejects: Rejects, accepted: int, max_ratio: float, what: str) -> None:
+    """Stop a build on a source that yields nothing (a wrong path reads as an empty dataset otherwise) or
+    rejects more than `max_ratio` of its inputs."""
     total = accepted + len(rejects)
     if total == 0:
-        return
+        raise DataQualityError(f"{what}: no faces found")
     ratio = len(rejects) / total
     if ratio > max_ratio:
         reasons = ", ".join(f"{k}: {v}" for k, v in rejects.counts().items())
