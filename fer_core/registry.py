@@ -272,6 +272,9 @@ def _last_good(settings: Settings, uri: str, name: str, last_good: Path) -> Reso
                          _tflite(cache_dir(settings) / name / str(cached["version"])))
 
 
+MODEL_SUFFIXES = (".keras", ".h5", ".tflite")  # what Keras 3 loads, and the classifier's own form
+
+
 def _tflite(root: Path) -> Path | None:
     return root / TFLITE if (root / TFLITE).is_file() else None
 
@@ -290,6 +293,9 @@ def resolve(uri: str, settings: Settings, last_good_only: bool = False) -> Resol
         path = Path(uri).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {uri}")
+        if path.suffix.lower() not in MODEL_SUFFIXES:
+            raise ValueError(f"{uri}: a model is a registry URI (models:/NAME@ALIAS or models:/NAME/VERSION) or "
+                             f"a file ending in {', '.join(MODEL_SUFFIXES)}")
         return ResolvedModel(path, uri)
 
     client = configure(settings)

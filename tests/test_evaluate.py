@@ -192,6 +192,10 @@ def test_cli_evaluate_reports_speed_and_bad_inputs(model_file, tmp_path):
     bad_model = subprocess.run(base[:-2] + ["--set", f"home={tmp_path / 'h'}", "--data", str(paths["folder"]),
                                             "--model", str(tmp_path / "nope.keras")], capture_output=True, text=True)
     assert bad_model.returncode == 1 and "model file not found" in bad_model.stderr
+    (tmp_path / "notes.txt").write_text("not a model")
+    not_model = subprocess.run(base[:-2] + ["--set", f"home={tmp_path / 'h'}", "--data", str(paths["folder"]),
+                                            "--model", str(tmp_path / "notes.txt")], capture_output=True, text=True)
+    assert not_model.returncode == 1 and "a model is a registry URI" in not_model.stderr
 
 
 def test_cli_evaluate_face_size_scores_the_faces_as_a_smaller_face_reaches_the_classifier(tiny_model_path, tmp_path):
