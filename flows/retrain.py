@@ -192,7 +192,7 @@ def register_candidate(settings: Settings, trained: dict[str, Any], decision: di
             "dataset.fingerprint": json.dumps(inputs["fingerprints"]), "config_hash": inputs["config_hash"],
             "git_commit": tracking.git_commit(), "run_id": trained["run_id"], "model": settings.train.model,
             **registry.metric_tags({
-                **evaluate.flat_metrics({n: r for n, r in trained["results"].items() if n in decision["candidate"]}),
+                **evaluate.flat_metrics(trained["results"]),  # all its own held-out sets, compared or not
                 "single_face_ms": trained["single_face_ms"],
                 **assess.end_to_end_metrics(trained.get("through_detector", {}))}),
             **promotion.decision_tags(d)}

@@ -34,6 +34,9 @@ def test_a_fresh_home_gates_its_first_candidate_against_the_shipped_baseline(har
     assert first["decision"]["champion_version"] == "1" and first["version"]["version"] == "2"
     assert first["status"] == "rejected" and registry.champion(s).version == "1"
     assert any("vs champion" in r for r in first["decision"]["reasons"])
+    # the baseline's dataset is not here, so its test split was left out of the comparison; the candidate's
+    # version still carries its own test-split figures (what `fer models list` shows beside its dataset)
+    assert "test" not in first["decision"]["candidate"] and "test_accuracy" in registry.get_version(s, "2").metrics
     # a shared registry (a tracking server's) is never written to: there the first candidate meets the floors
     shared = load_settings(None, [*ov, f'mlflow.tracking_uri="sqlite:///{tmp_path / "shared.db"}"'], environ={})
     from fer_core import baseline
