@@ -52,6 +52,8 @@ def test_trains_a_loadable_compact_model_and_distils(tool, tmp_path):
     assert student.name == "compact" and student.predict(x[:4], verbose=0).shape == (4, NUM_CLASSES)
     record = json.loads((tmp_path / "plain" / "history.json").read_text())
     assert record["history"][0]["epoch"] == 1
+    progress = [json.loads(line) for line in (tmp_path / "plain" / "epochs.jsonl").read_text().splitlines()]
+    assert progress == record["history"]  # written as it went, the same figures
     assert record["dataset_version"] == "ds-0123456789ab"  # the folder it was read from, for the card
     shipped = load_script("scripts/ship_baseline.py").training_record(str(tmp_path / "plain" / "history.json"), "cmd")
     assert shipped["command"] == "cmd" and shipped["run_id"] == "" and shipped["run_name"] == "plain"

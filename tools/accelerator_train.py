@@ -97,12 +97,14 @@ def student_accuracy(y_true, y_pred):
 class CosineOverBudget(keras.callbacks.Callback):
     """Cosine learning rate over a wall-clock budget (epochs per budget are unknown up front); stops at its end.
 
-    Tracks the best validation accuracy and keeps that student's weights."""
+    Tracks the best validation accuracy and keeps that student's weights; appends each epoch to epochs.jsonl,
+    so a run's progress can be read while it runs (a CPU epoch takes minutes) and survives a stopped run."""
 
     def __init__(self, student: keras.Model, peak: float, minutes: float, warmup_epochs: int, out: Path):
         super().__init__()
         self.student, self.peak, self.budget, self.warmup = student, peak, minutes * 60, warmup_epochs
         self.out, self.t0, self.best, self.history = out, time.time(), -1.0, []
+        (out / "epochs.jsonl").write_text("")  # this run's epochs only
 
     def _fraction(self) -> float:
         return min(1.0, (time.time() - self.t0) / self.budget)
@@ -119,6 +121,8 @@ class CosineOverBudget(keras.callbacks.Callback):
         logs.update(epoch=epoch + 1, seconds=round(time.time() - self.t0, 1),
                     learning_rate=float(self.model.optimizer.learning_rate.numpy()))
         self.history.append(logs)
+        with open(self.out / "epochs.jsonl", "a") as f:
+            f.write(json.dumps(logs) + "\n")
         if logs["val_student_accuracy"] > self.best:
             self.best = logs["val_student_accuracy"]
             self.student.save(self.out / "best.keras")
