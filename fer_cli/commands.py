@@ -409,13 +409,26 @@ def cmd_models_list(args) -> int:
     if not versions:
         say(f"no versions of {s.registry.model_name} at {s.tracking_uri}")
         return 0
-    say(f"{'version':>7}  {'aliases':<20} {'decision':<8} {'test acc':>8} {'fer2013 acc':>11} {'ms/face':>7}  dataset")
-    for v in versions:
-        m = v.metrics
-        say(f"{v.version:>7}  {','.join(v.aliases) or '-':<20} {v.tags.get('gate.decision', '-'):<8} "
-              f"{m.get('test_accuracy', float('nan')):>8.4f} {m.get('fer2013_publictest_accuracy', float('nan')):>11.4f} "
-              f"{m.get('single_face_ms', float('nan')):>7.3f}  {v.tags.get('dataset.version', '-')}")
+    for line in version_table(versions):
+        say(line)
     return 0
+
+
+# `fer models list`'s figures: (heading, metric). Accuracy unless named; "-" where a version lacks one.
+LISTED_METRICS = (("test", "test_accuracy"), ("PublicTest", "fer2013_publictest_accuracy"),
+                  ("F1", "fer2013_publictest_macro_f1"), ("ExpW", "expw_test_accuracy"),
+                  ("end-to-end", "expw_test_e2e_accuracy"), ("ms/face", "single_face_ms"))
+
+
+def version_table(versions) -> list[str]:
+    """One line per version: its aliases, the gate's decision, its headline figures and its dataset."""
+    head = f"{'version':>7}  {'aliases':<20} {'decision':<9}" + "".join(f" {h:>10}" for h, _ in LISTED_METRICS)
+    lines = [head + "  dataset"]
+    for v in versions:
+        figures = "".join(f" {v.metrics[k]:>10.4f}" if k in v.metrics else f" {'-':>10}" for _, k in LISTED_METRICS)
+        lines.append(f"{v.version:>7}  {','.join(v.aliases) or '-':<20} {v.tags.get('gate.decision', '-'):<9}"
+                     f"{figures}  {v.tags.get('dataset.version', '-')}")
+    return lines
 
 
 def cmd_models_promote(args) -> int:

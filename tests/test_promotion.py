@@ -29,6 +29,16 @@ def test_register_creates_versions_with_tags_in_one_call(registered):
     assert registry.champion(registered) is None
 
 
+def test_models_list_shows_each_versions_figures_and_a_dash_for_what_it_lacks(registered):
+    from fer_cli.commands import version_table
+
+    promotion.promote_manual(registered, "2")
+    header, *rows = version_table(registry.list_versions(registered))
+    assert header.split()[:5] == ["version", "aliases", "decision", "test", "PublicTest"]
+    assert rows[1].split()[:4] == ["2", "champion", "-", "0.6000"]
+    assert rows[1].split()[4:9] == ["-"] * 5  # no PublicTest, F1, ExpW, end-to-end or speed figures
+
+
 def test_manual_promote_and_rollback_are_recorded(registered):
     s = registered
     assert promotion.promote_manual(s, "1")["changed"]
