@@ -10,6 +10,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -21,8 +22,6 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 FER = re.compile(r"^(?:[A-Z_]+=\S+ )*(?:\S*/)?fer (?=[a-z])")  # env assignments, then fer or .venv/bin/fer
 SCRIPT = re.compile(r"^(?:[A-Z_]+=\S+ )*(?:nice (?:-n \d+ )?)?(?:\S*/)?python3? "
                     r"(?P<script>(?:experiments|bench|tools|scripts)/\w+\.py)(?= |$)")
-
-
 ASSIGNMENT = re.compile(r"^(?P<name>[a-z_]\w*)=(?P<q>[\"'])(?P<value>.*?)(?P=q)\s*(?:#.*)?$")
 
 
@@ -77,8 +76,8 @@ class _Parsed(Exception):
     """Raised once a script's arguments have parsed: the test stops it before it does any work."""
 
 
-def _script_parses(script: str, args: list[str], monkeypatch) -> str:
-    """'' when `script`'s main() accepts `args`, else argparse's message."""
+def _script_parses(script: str, args: list[str]) -> str:
+    """'' when `script`'s main() accepts `args`, else argparse's message; the script does no work either way."""
     spec = importlib.util.spec_from_file_location(f"doc_script_{Path(script).stem}", ROOT / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -88,29 +87,26 @@ def _script_parses(script: str, args: list[str], monkeypatch) -> str:
         parse(self, *a, **k)
         raise _Parsed
 
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
-    monkeypatch.setattr(sys, "argv", [script, *args])
     err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    with mock.patch.object(argparse.ArgumentParser, "parse_args", parse_then_stop), \
+            mock.patch.object(sys, "argv", [script, *args]), \
+            contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
             module.main()
-    except _Parsed:
-        return ""
-    except SystemExit as exc:
-        return "" if not exc.code else err.getvalue().strip().splitlines()[-1]
-    finally:
-        monkeypatch.undo()
+        except _Parsed:
+            return ""
+        except SystemExit as exc:
+            return "" if not exc.code else err.getvalue().strip().splitlines()[-1]
     return "main() returned without parsing its arguments"
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_every_documented_script_parses(doc, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.syspath_prepend(str(ROOT))  # the scripts import fer_core from the checkout
     refused = []
     for line in commands_in(doc.read_text(), SCRIPT):
         script, *args = shlex.split(line)
-        message = _script_parses(script, args, monkeypatch)
+        message = _script_parses(script, args)
         if message:
             refused.append(f"python {line}: {message}")
-        monkeypatch.syspath_prepend(str(ROOT))
     assert not refused, "\n".join(refused)
