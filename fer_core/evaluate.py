@@ -83,7 +83,7 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
 def detect_format(path: str) -> str:
     """Which reader `path` needs, from its name and first bytes; a clear error for a file none reads."""
     lowered = path.lower()
-    if lowered.endswith((".csv", ".csv.gz", ".gz")):
+    if lowered.endswith(fer2013.CSV_SUFFIXES):
         head = storage.read_bytes(path)[:4096]
         if head[:2] == b"\x1f\x8b":
             return "fer2013"

@@ -72,7 +72,7 @@ def fingerprint_source(path: str) -> str:
     """A cheap content fingerprint of a raw source: file hash, or the listing of a folder."""
     if not path:
         return ""
-    if path.lower().endswith((".csv", ".gz")):
+    if path.lower().endswith(fer2013.CSV_SUFFIXES):
         return storage.fingerprint_file(path)
     h = hashlib.sha256()
     for rel, size, marker in storage.list_files(path):
@@ -122,7 +122,7 @@ def check_inputs(settings: Settings) -> None:
     for path in (d.fer2013, d.expw):
         if path and not storage.exists(path):
             raise storage.StorageError(f"input not found: {path}")
-    if d.fer2013 and not d.fer2013.lower().endswith((".csv", ".gz")) and storage.is_file(d.fer2013):
+    if d.fer2013 and not d.fer2013.lower().endswith(fer2013.CSV_SUFFIXES) and storage.is_file(d.fer2013):
         raise storage.StorageError(f"data.fer2013={d.fer2013}: FER2013 is read from a CSV file (.csv or .csv.gz) "
                                    "or a folder of <emotion>/ images, optionally under train/ and test/")
     if d.expw and not storage.exists(storage.join(d.expw, expw.LABEL_FILE)):

@@ -19,6 +19,7 @@ from fer_core.labels import NUM_CLASSES, label_index
 USAGES = ("Training", "PublicTest", "PrivateTest")
 _PIXELS = FACE * FACE
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+CSV_SUFFIXES = (".csv", ".gz")  # FER2013 as a CSV file, gzipped or not (a name ending .csv.gz ends .gz)
 
 
 def image_name(usage: str, row: int) -> str:
@@ -201,6 +202,6 @@ def read_folder(root: str, limit: int = 0) -> tuple[FaceTable, Rejects]:
 def read(path: str, limit: int = 0) -> tuple[FaceTable, Rejects]:
     """Read FER2013 from a CSV file or an image folder, whichever `path` is."""
     lowered = path.lower()
-    if lowered.endswith((".csv", ".csv.gz", ".gz")):
+    if lowered.endswith(CSV_SUFFIXES):
         return read_csv(path, limit)
     return read_folder(path, limit)
